@@ -1,5 +1,10 @@
 //! Code shared by the Banter server and the browser: the wire protocol, the Socket.IO
-//! packet codec, the browser's Socket.IO client and the Leptos components.
+//! packet codec, the chat page's state, the browser's Socket.IO client and the Leptos
+//! components.
 
+#[cfg(feature = "browser")]
+pub mod client;
 pub mod codec;
+pub mod components;
 pub mod protocol;
+pub mod store;

@@ -77,9 +77,9 @@ pub struct SendReply {
     pub message: Message,
 }
 
-/// The body of a successful `leave`: nothing beyond `"ok":true`.
+/// The body of a reply that says nothing beyond `"ok":true` (`leave`, an acked `typing`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaveReply {}
+pub struct EmptyReply {}
 
 /// `joined` and `left` notices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn ok_reply_flattens_the_body_next_to_ok() {
-        let reply = ok_reply(&LeaveReply {});
+        let reply = ok_reply(&EmptyReply {});
         assert_eq!(reply, json!({"ok": true}));
         let msg = Message {
             id: 1,
@@ -305,20 +305,20 @@ mod tests {
             value,
             json!({"ok": false, "error": {"code": "name_taken", "message": "taken"}})
         );
-        assert_eq!(decode_reply::<LeaveReply>(value).unwrap_err(), err);
+        assert_eq!(decode_reply::<EmptyReply>(value).unwrap_err(), err);
     }
 
     #[test]
     fn unknown_error_codes_are_kept_readable() {
         let value = json!({"ok": false, "error": {"code": "from_the_future", "message": "m"}});
-        let err = decode_reply::<LeaveReply>(value).unwrap_err();
+        let err = decode_reply::<EmptyReply>(value).unwrap_err();
         assert_eq!(err.code, ErrorCode::Unknown);
         assert_eq!(err.message, "m");
     }
 
     #[test]
     fn replies_without_ok_are_refused() {
-        let err = decode_reply::<LeaveReply>(json!({"room": "x"})).unwrap_err();
+        let err = decode_reply::<EmptyReply>(json!({"room": "x"})).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
     }
 

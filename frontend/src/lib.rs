@@ -1,1 +1,9 @@
+//! The wasm entry points: `hydrate` for the server-rendered app (cargo-leptos), and the
+//! client-only `main` in `main.rs` for trunk.
 
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::components::App);
+}

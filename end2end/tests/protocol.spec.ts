@@ -1,0 +1,248 @@
+/**
+ * The wire contract through the stock npm socket.io-client alone: no browser is started
+ * (`npx playwright test protocol` runs just this file).
+ */
+import { test, expect } from "./server";
+import {
+  clientId,
+  closeAll,
+  collect,
+  connect,
+  request,
+  type Presence,
+  type TypingNotice,
+  type WireMessage,
+} from "./stock";
+
+test.afterEach(() => closeAll());
+
+test("join: the reply, and the refusals", async ({ server }) => {
+  const a = await connect(server.url);
+  const refusals: [unknown, string][] = [
+    [{ name: "   ", room: "general" }, "invalid_name"],
+    [{ name: "x".repeat(33), room: "general" }, "invalid_name"],
+    [{ name: "ann", room: "General" }, "invalid_room"],
+    [{ name: "ann", room: "../etc" }, "invalid_room"],
+    [{ name: "ann", room: "" }, "invalid_room"],
+  ];
+  for (const [payload, code] of refusals) {
+    const reply = await request(a, "join", payload);
+    expect(reply, JSON.stringify(payload)).toMatchObject({ ok: false, error: { code } });
+    expect(typeof reply.error?.message).toBe("string");
+  }
+  const bad = await request(a, "join", { room: "general" });
+  expect(bad.ok).toBe(false);
+
+  const ok = await request(a, "join", { name: "  ann  ", room: "general" });
+  expect(ok).toEqual({ ok: true, room: "general", name: "ann", members: ["ann"], history: [] });
+
+  const b = await connect(server.url, { transports: ["websocket"] });
+  const taken = await request(b, "join", { name: "ANN", room: "general" });
+  expect(taken).toMatchObject({ ok: false, error: { code: "name_taken" } });
+  const ben = await request(b, "join", { name: "ben", room: "general" });
+  expect(ben).toMatchObject({ ok: true, name: "ben" });
+  expect([...(ben.members as string[])].sort()).toEqual(["ann", "ben"]);
+});
+
+test("messages: broadcast, history, idempotency, refusals", async ({ server }) => {
+  const a = await connect(server.url);
+  const b = await connect(server.url, { transports: ["polling"] });
+  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+  const atB = collect<WireMessage>(b, "message");
+
+  // Not joined yet.
+  const early = await request(b, "message", { room: "general", text: "hi", client_id: "b-1" });
+  expect(early).toMatchObject({ ok: false, error: { code: "not_joined" } });
+  expect(await request(b, "join", { name: "ben", room: "general" })).toMatchObject({ ok: true });
+
+  const id1 = clientId("ann");
+  const first = await request(a, "message", { room: "general", text: "  one  ", client_id: id1 });
+  expect(first).toMatchObject({
+    ok: true,
+    message: { room: "general", author: "ann", text: "one", client_id: id1 },
+  });
+  const m1 = first.message as WireMessage;
+  expect(Number.isInteger(m1.id)).toBe(true);
+  expect(Math.abs(m1.ts - Date.now())).toBeLessThan(60_000);
+
+  // The same client_id again is the same message, delivered once.
+  const again = await request(a, "message", { room: "general", text: "one", client_id: id1 });
+  expect(again).toMatchObject({ ok: true, message: { id: m1.id } });
+
+  const second = await request(a, "message", {
+    room: "general",
+    text: "two",
+    client_id: clientId("ann"),
+  });
+  expect((second.message as WireMessage).id).toBeGreaterThan(m1.id);
+
+  await expect.poll(() => atB.map((m) => m.text)).toEqual(["one", "two"]);
+  expect(atB[0]).toEqual(m1);
+
+  for (const [text, code] of [
+    ["", "empty"],
+    [" \n\t ", "empty"],
+    ["x".repeat(4001), "too_long"],
+  ] as const) {
+    const reply = await request(a, "message", { room: "general", text, client_id: clientId() });
+    expect(reply, `text of ${text.length} chars`).toMatchObject({ ok: false, error: { code } });
+  }
+  const atMax = await request(a, "message", {
+    room: "general",
+    text: "é".repeat(4000),
+    client_id: clientId(),
+  });
+  expect(atMax.ok).toBe(true);
+  const otherRoom = await request(a, "message", {
+    room: "random",
+    text: "hi",
+    client_id: clientId(),
+  });
+  expect(otherRoom).toMatchObject({ ok: false, error: { code: "not_joined" } });
+
+  // A newcomer gets the history, oldest first.
+  const c = await connect(server.url);
+  const joined = await request(c, "join", { name: "cat", room: "general" });
+  const history = joined.history as WireMessage[];
+  expect(history.map((m) => m.text)).toEqual(["one", "two", "é".repeat(4000)]);
+  expect(history[0]).toEqual(m1);
+});
+
+test("presence and typing notices", async ({ server }) => {
+  const a = await connect(server.url);
+  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+  const joined = collect<Presence>(a, "joined");
+  const left = collect<Presence>(a, "left");
+  const typing = collect<TypingNotice>(a, "typing");
+
+  const b = await connect(server.url);
+  expect(await request(b, "join", { name: "ben", room: "general" })).toMatchObject({ ok: true });
+  await expect.poll(() => joined.map((p) => p.name)).toContain("ben");
+  expect(joined.find((p) => p.name === "ben")).toMatchObject({ room: "general", name: "ben" });
+
+  b.emit("typing", { room: "general", typing: true });
+  await expect
+    .poll(() => typing.find((t) => t.name === "ben" && t.typing))
+    .toEqual({ room: "general", name: "ben", typing: true });
+  b.emit("typing", { room: "general", typing: false });
+  await expect
+    .poll(() => typing.find((t) => t.name === "ben" && !t.typing))
+    .toEqual({ room: "general", name: "ben", typing: false });
+
+  // An explicit leave.
+  expect(await request(b, "leave", { room: "general" })).toEqual({ ok: true });
+  await expect.poll(() => left.map((p) => p.name)).toEqual(["ben"]);
+  const afterLeave = await request(b, "message", {
+    room: "general",
+    text: "still here?",
+    client_id: clientId(),
+  });
+  expect(afterLeave).toMatchObject({ ok: false, error: { code: "not_joined" } });
+
+  // A disconnect is a leave too, and frees the name.
+  const c = await connect(server.url, { transports: ["polling"] });
+  expect(await request(c, "join", { name: "cat", room: "general" })).toMatchObject({ ok: true });
+  await expect.poll(() => joined.map((p) => p.name)).toContain("cat");
+  c.disconnect();
+  await expect.poll(() => left.map((p) => p.name)).toEqual(["ben", "cat"]);
+  const d = await connect(server.url);
+  expect(await request(d, "join", { name: "cat", room: "general" })).toMatchObject({ ok: true });
+});
+
+test("rules: one name per socket, names per room, senders, authors, shapes", async ({
+  server,
+}) => {
+  const a = await connect(server.url);
+  const b = await connect(server.url);
+  const atA = collect<WireMessage>(a, "message");
+  const atB = collect<WireMessage>(b, "message");
+  const typingAtB = collect<TypingNotice>(b, "typing");
+  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+
+  // One socket keeps one name; a second room under the same name is fine.
+  const second = await request(a, "join", { name: "other", room: "random" });
+  expect(second).toMatchObject({ ok: false, error: { code: "invalid_name" } });
+  expect(await request(a, "join", { name: "ann", room: "random" })).toMatchObject({
+    ok: true,
+    room: "random",
+  });
+  // The same name in a room where it is free, from another socket.
+  const c = await connect(server.url);
+  expect(await request(c, "join", { name: "ann", room: "elsewhere" })).toMatchObject({
+    ok: true,
+  });
+
+  expect(await request(b, "join", { name: "ben", room: "general" })).toMatchObject({ ok: true });
+
+  // Shapes.
+  const shapes: unknown[] = [
+    { room: "general", text: 5, client_id: clientId() },
+    { room: "general", text: "hi" },
+    { room: "general", text: "hi", client_id: "" },
+    { room: "general", text: "hi", client_id: "x".repeat(65) },
+    "just a string",
+    ["an", "array"],
+  ];
+  for (const payload of shapes) {
+    const reply = await request(a, "message", payload);
+    expect(reply, JSON.stringify(payload)).toMatchObject({
+      ok: false,
+      error: { code: "bad_request" },
+    });
+    expect(reply.error!.message.length).toBeGreaterThan(0);
+  }
+  const noPayload = (await a.timeout(5_000).emitWithAck("message")) as { ok: boolean };
+  expect(noPayload).toMatchObject({ ok: false, error: { code: "bad_request" } });
+
+  // A client-supplied author, id or ts is ignored.
+  const forged = await request(a, "message", {
+    room: "general",
+    text: "who wrote this?",
+    client_id: clientId(),
+    author: "mallory",
+    id: 999_999,
+    ts: 1,
+  });
+  expect(forged).toMatchObject({ ok: true, message: { author: "ann", text: "who wrote this?" } });
+  const forgedMessage = forged.message as WireMessage;
+  expect(forgedMessage.id).not.toBe(999_999);
+  expect(forgedMessage.ts).not.toBe(1);
+
+  // Posting ends the poster's typing indicator.
+  a.emit("typing", { room: "general", typing: true });
+  await expect
+    .poll(() => typingAtB.filter((t) => t.name === "ann").at(-1))
+    .toEqual({ room: "general", name: "ann", typing: true });
+  expect(
+    await request(a, "message", { room: "general", text: "done typing", client_id: clientId() }),
+  ).toMatchObject({ ok: true });
+  await expect
+    .poll(() => typingAtB.filter((t) => t.name === "ann").at(-1))
+    .toEqual({ room: "general", name: "ann", typing: false });
+
+  // The sender gets the ack, not the broadcast; the others get the broadcast.
+  await expect.poll(() => atB.map((m) => m.text)).toEqual(["who wrote this?", "done typing"]);
+  expect(await request(b, "message", { room: "general", text: "ack", client_id: clientId() }))
+    .toMatchObject({ ok: true });
+  await expect.poll(() => atA.map((m) => m.text)).toEqual(["ack"]);
+});
+
+test("refused requests without an ack get an error event", async ({ server }) => {
+  const a = await connect(server.url);
+  const errors = collect<{ event: string; code: string; message: string }>(a, "error");
+  a.emit("typing", { room: "general", typing: true });
+  await expect.poll(() => errors.length).toBe(1);
+  expect(errors[0]).toMatchObject({ event: "typing", code: "not_joined" });
+  expect(errors[0].message.length).toBeGreaterThan(0);
+
+  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+  a.emit("message", { room: "general", text: "  ", client_id: clientId() });
+  await expect.poll(() => errors.length).toBe(2);
+  expect(errors[1]).toMatchObject({ event: "message", code: "empty" });
+
+  // The socket is still connected and usable.
+  expect(a.connected).toBe(true);
+  expect(
+    await request(a, "message", { room: "general", text: "still here", client_id: clientId() }),
+  ).toMatchObject({ ok: true });
+});

@@ -1,0 +1,40 @@
+import { test, expect, messageItem, onlineEntry, openAndJoin, send } from "./server";
+
+test("a room is its own URL, and its messages stay in it", async ({ openUser }) => {
+  const dev = await openAndJoin(openUser, "alice", { path: "/r/dev-team" });
+  await expect(dev.page.getByRole("heading", { name: /dev-team/ })).toContainText("dev-team");
+  await expect(dev.page.getByRole("heading", { name: /general/ })).toHaveCount(0);
+
+  const dev2 = await openAndJoin(openUser, "carol", { path: "/r/dev-team" });
+  const general = await openAndJoin(openUser, "bob", { path: "/" });
+  await expect(general.page.getByRole("heading", { name: /general/ })).toContainText("general");
+
+  await expect(onlineEntry(dev.page, "carol")).toBeVisible();
+
+  await send(dev.page, "only for the dev team");
+  await expect(messageItem(dev2.page, "only for the dev team")).toHaveCount(1);
+  await expect(messageItem(dev2.page, "only for the dev team").locator(".author")).toHaveText(
+    "alice",
+  );
+
+  // Something sent in #general after it arrives in #general; by then the dev-team
+  // message would have arrived too, had it leaked.
+  const other = await openAndJoin(openUser, "dave", { path: "/" });
+  await send(other.page, "general chatter");
+  await expect(messageItem(general.page, "general chatter")).toHaveCount(1);
+  await expect(messageItem(general.page, "only for the dev team")).toHaveCount(0);
+  await expect(messageItem(dev.page, "general chatter")).toHaveCount(0);
+  await expect(messageItem(dev2.page, "general chatter")).toHaveCount(0);
+
+  // Presence is per room too.
+  await expect(onlineEntry(general.page, "dave")).toBeVisible();
+  await expect(onlineEntry(dev.page, "bob")).toHaveCount(0);
+  await expect(onlineEntry(dev.page, "dave")).toHaveCount(0);
+  await expect(onlineEntry(general.page, "alice")).toHaveCount(0);
+  await expect(onlineEntry(general.page, "carol")).toHaveCount(0);
+
+  // A newcomer to #general gets #general's history only.
+  const late = await openAndJoin(openUser, "erin", { path: "/" });
+  await expect(messageItem(late.page, "general chatter")).toHaveCount(1);
+  await expect(messageItem(late.page, "only for the dev team")).toHaveCount(0);
+});

@@ -1,0 +1,33 @@
+//! Command-line flags, each with a `BANTER_*` environment fallback.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use crate::ChatOptions;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "banter", version, about = "Banter: self-hosted real-time group chat")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "BANTER_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Messages each room keeps in memory (history and resend dedupe).
+    #[arg(long, env = "BANTER_HISTORY_CAPACITY", default_value_t = ChatOptions::default().history_capacity)]
+    pub history_capacity: usize,
+
+    /// Packets buffered per connection before it is disconnected as a slow consumer.
+    #[arg(long, env = "BANTER_SOCKET_BUFFER", default_value_t = ChatOptions::default().socket_buffer)]
+    pub socket_buffer: usize,
+}
+
+impl Config {
+    pub fn chat_options(&self) -> ChatOptions {
+        ChatOptions {
+            history_capacity: self.history_capacity,
+            socket_buffer: self.socket_buffer,
+            ..ChatOptions::default()
+        }
+    }
+}

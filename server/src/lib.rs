@@ -1,0 +1,61 @@
+//! The Banter server: the Leptos app rendered on the server, its static assets, and the
+//! Socket.IO chat service, all behind one axum [`Router`].
+
+mod assets;
+pub mod chat;
+pub mod config;
+
+use app::components::{shell, App};
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use socketioxide::SocketIo;
+
+pub use chat::ChatOptions;
+pub use config::Config;
+
+/// The whole application: pages, assets and `/socket.io/`.
+pub fn app(options: ChatOptions) -> Router {
+    build(options).0
+}
+
+/// The application and a handle on its Socket.IO server, to close every connection on
+/// shutdown (open WebSockets would otherwise hold a graceful shutdown forever).
+pub fn build(options: ChatOptions) -> (Router, SocketIo) {
+    let leptos_options = leptos_options();
+    let chat = chat::Chat::new(options.clone());
+    let (socket_layer, io) = SocketIo::builder()
+        .max_buffer_size(options.socket_buffer)
+        .with_state(chat)
+        .build_layer();
+    io.ns(
+        "/",
+        socketioxide::handler::ConnectHandler::with(chat::on_connect, chat::register_handlers),
+    );
+
+    let routes = generate_route_list(App);
+    let router = Router::new()
+        .leptos_routes(&leptos_options, routes, {
+            let leptos_options = leptos_options.clone();
+            move || shell(leptos_options.clone())
+        })
+        .fallback(assets::static_files)
+        .with_state(leptos_options)
+        .layer(socket_layer);
+    (router, io)
+}
+
+/// The site layout cargo-leptos built, taken from its environment (or the values baked in
+/// when the binary was compiled), so `cargo leptos watch` and the shipped binary agree.
+fn leptos_options() -> LeptosOptions {
+    let mut options = leptos::config::get_configuration(None)
+        .map(|conf| conf.leptos_options)
+        .unwrap_or_else(|err| {
+            tracing::warn!(%err, "no Leptos configuration; using defaults");
+            LeptosOptions::builder().output_name("banter").build()
+        });
+    if options.output_name.is_empty() {
+        options.output_name = "banter".into();
+    }
+    options
+}

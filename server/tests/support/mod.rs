@@ -1,0 +1,561 @@
+//! A small Socket.IO test client that speaks the Banter wire contract over a real
+//! WebSocket, plus a helper that starts a real server on a free loopback port.
+//!
+//! The client does what a stock Socket.IO client does on the wire: it reads the Engine.IO
+//! open packet, connects to the main namespace with `40`, answers every ping `2` with a
+//! pong `3` from a background task, and matches `43<id>[...]` acks to the requests that
+//! carried ack id `<id>`. Every frame in both directions is recorded so that a failing
+//! test can show what the server actually sent.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use app::codec::{decode_engine, decode_socket, encode_frame, EnginePacket, SocketPacket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// How long a request waits for its ack unless told otherwise.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `next_event` waits for a server-pushed event.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the negative checks listen for an event that must not come.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// Starts a real Banter server on a free loopback port and returns its address.
+pub async fn start_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router: axum::Router = server::app(server::ChatOptions::default());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A process-wide unique `client_id` for `message` requests.
+pub fn client_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("cid-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Asserts a refusal `{"ok":false,"error":{"code":code,"message":"<non-empty>"}}`.
+#[track_caller]
+pub fn assert_refused(reply: &Value, code: &str, context: &str) {
+    assert_eq!(reply["ok"], json!(false), "{context}: expected a refusal, got {reply}");
+    assert_eq!(
+        reply["error"]["code"],
+        json!(code),
+        "{context}: wrong error code in {reply}"
+    );
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.trim().is_empty(),
+        "{context}: the refusal needs a human readable message: {reply}"
+    );
+}
+
+/// Asserts `{"ok":true, ...}`.
+#[track_caller]
+pub fn assert_ok(reply: &Value, context: &str) {
+    assert_eq!(reply["ok"], json!(true), "{context}: expected success, got {reply}");
+}
+
+/// Shared frame log, newest last, bounded.
+#[derive(Clone, Default)]
+struct Trace(Arc<Mutex<VecDeque<String>>>);
+
+impl Trace {
+    const KEEP: usize = 60;
+
+    fn push(&self, line: String) {
+        let mut log = self.0.lock().unwrap();
+        if log.len() == Self::KEEP {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+
+    fn dump(&self) -> String {
+        let log = self.0.lock().unwrap();
+        let mut out = String::new();
+        for line in log.iter() {
+            let mut line = line.clone();
+            if line.len() > 300 {
+                let mut cut = 300;
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                line.truncate(cut);
+                line.push_str("…");
+            }
+            out.push_str("    ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+type AckMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+
+/// An ack that has been requested but not awaited yet.
+pub struct PendingAck {
+    id: u64,
+    event: String,
+    rx: oneshot::Receiver<Vec<Value>>,
+    trace: Trace,
+    label: String,
+}
+
+impl PendingAck {
+    /// The ack's first argument, waiting at most [`ACK_TIMEOUT`].
+    pub async fn wait(self) -> Value {
+        self.wait_for(ACK_TIMEOUT).await
+    }
+
+    pub async fn wait_for(self, limit: Duration) -> Value {
+        match self.try_wait_for(limit).await {
+            Ok(value) => value,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`PendingAck::wait_for`], but returns a description instead of panicking.
+    pub async fn try_wait_for(self, limit: Duration) -> Result<Value, String> {
+        let PendingAck { id, event, rx, trace, label } = self;
+        match timeout(limit, rx).await {
+            Ok(Ok(mut args)) => Ok(if args.is_empty() { Value::Null } else { args.remove(0) }),
+            Ok(Err(_)) => Err(format!(
+                "[{label}] connection closed before the ack for `{event}` (id {id}) arrived; frames:\n{}",
+                trace.dump()
+            )),
+            Err(_) => Err(format!(
+                "[{label}] no ack for `{event}` (id {id}) within {limit:?}; frames:\n{}",
+                trace.dump()
+            )),
+        }
+    }
+}
+
+/// One Socket.IO connection to the main namespace over a real WebSocket.
+pub struct Client {
+    label: String,
+    out: mpsc::UnboundedSender<WsMessage>,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+    stash: VecDeque<(String, Value)>,
+    acks: AckMap,
+    next_ack: AtomicU64,
+    connected: Option<oneshot::Receiver<Result<Value, Value>>>,
+    closed: Arc<AtomicBool>,
+    trace: Trace,
+    /// The Socket.IO session id from the server's `40{"sid":...}`, once connected.
+    pub sid: Option<String>,
+    /// The Engine.IO open packet's data.
+    pub open: app::codec::OpenInfo,
+    reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects and waits for the namespace connect reply `40{"sid":...}`.
+    pub async fn connect(addr: SocketAddr, label: &str) -> Client {
+        let mut client = Client::open(addr, label).await;
+        client.wait_connected().await;
+        client
+    }
+
+    /// Opens the WebSocket, reads the Engine.IO open packet and sends `40`, without
+    /// waiting for the server's connect reply.
+    pub async fn open(addr: SocketAddr, label: &str) -> Client {
+        match Client::try_open(addr, label).await {
+            Ok(client) => client,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub async fn try_open(addr: SocketAddr, label: &str) -> Result<Client, String> {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = timeout(ACK_TIMEOUT, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .map_err(|_| format!("[{label}] WebSocket handshake timed out"))?
+            .map_err(|e| format!("[{label}] WebSocket handshake failed: {e}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let trace = Trace::default();
+
+        // The first frame must be the Engine.IO open packet.
+        let first = timeout(ACK_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| format!("[{label}] no Engine.IO open packet"))?;
+        let open = match first {
+            Some(Ok(WsMessage::Text(text))) => {
+                trace.push(format!("<- {}", text.as_str()));
+                match decode_engine(text.as_str()) {
+                    Ok(EnginePacket::Open(info)) => info,
+                    other => {
+                        return Err(format!(
+                            "[{label}] expected an open packet, got {other:?} from {:?}",
+                            text.as_str()
+                        ))
+                    }
+                }
+            }
+            other => return Err(format!("[{label}] expected an open packet, got {other:?}")),
+        };
+
+        let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
+        let writer_trace = trace.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if let WsMessage::Text(text) = &msg {
+                    writer_trace.push(format!("-> {}", text.as_str()));
+                }
+                let is_close = matches!(msg, WsMessage::Close(_));
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
+                if is_close {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let acks: AckMap = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (connected_tx, connected_rx) = oneshot::channel();
+        let reader = tokio::spawn(read_loop(
+            stream,
+            out.clone(),
+            events_tx,
+            acks.clone(),
+            connected_tx,
+            closed.clone(),
+            trace.clone(),
+        ));
+
+        let client = Client {
+            label: label.to_owned(),
+            out,
+            events,
+            stash: VecDeque::new(),
+            acks,
+            next_ack: AtomicU64::new(0),
+            connected: Some(connected_rx),
+            closed,
+            trace,
+            sid: None,
+            open,
+            reader,
+            writer,
+        };
+        client.send_text("40");
+        Ok(client)
+    }
+
+    /// Waits for `40{"sid":...}`; panics on `44{...}` or a timeout.
+    pub async fn wait_connected(&mut self) {
+        if let Err(e) = self.try_wait_connected(ACK_TIMEOUT).await {
+            panic!("{e}");
+        }
+    }
+
+    pub async fn try_wait_connected(&mut self, limit: Duration) -> Result<(), String> {
+        let Some(rx) = self.connected.take() else {
+            return Ok(());
+        };
+        match timeout(limit, rx).await {
+            Ok(Ok(Ok(data))) => {
+                self.sid = data.get("sid").and_then(Value::as_str).map(str::to_owned);
+                if self.sid.is_none() {
+                    return Err(format!(
+                        "[{}] the connect reply carries no sid: {data}",
+                        self.label
+                    ));
+                }
+                Ok(())
+            }
+            Ok(Ok(Err(data))) => Err(format!("[{}] connect refused: {data}", self.label)),
+            Ok(Err(_)) => Err(format!(
+                "[{}] connection closed before the connect reply; frames:\n{}",
+                self.label,
+                self.trace.dump()
+            )),
+            Err(_) => Err(format!(
+                "[{}] no connect reply within {limit:?}; frames:\n{}",
+                self.label,
+                self.trace.dump()
+            )),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Sends one raw WebSocket text frame, e.g. a malformed packet.
+    pub fn send_text(&self, text: &str) {
+        let _ = self.out.send(WsMessage::text(text.to_owned()));
+    }
+
+    /// Emits `42[event,payload]` without an ack id.
+    pub fn emit(&self, event: &str, payload: Value) {
+        self.emit_args(event, vec![payload]);
+    }
+
+    /// Emits `42[event,...args]` without an ack id.
+    pub fn emit_args(&self, event: &str, args: Vec<Value>) {
+        self.send_text(&encode_frame(&SocketPacket::event(event, args, None)));
+    }
+
+    /// Emits `42<id>[event,payload]` and waits for `43<id>[reply]`; returns `reply`.
+    pub async fn request(&self, event: &str, payload: Value) -> Value {
+        self.start_request(event, payload).wait().await
+    }
+
+    /// Like [`Client::request`] with arbitrary arguments (none, or several).
+    pub async fn request_args(&self, event: &str, args: Vec<Value>) -> Value {
+        self.start_request_args(event, args).wait().await
+    }
+
+    /// Sends a request now; the ack is awaited later through the returned handle.
+    pub fn start_request(&self, event: &str, payload: Value) -> PendingAck {
+        self.start_request_args(event, vec![payload])
+    }
+
+    pub fn start_request_args(&self, event: &str, args: Vec<Value>) -> PendingAck {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        self.send_text(&encode_frame(&SocketPacket::event(event, args, Some(id))));
+        PendingAck {
+            id,
+            event: event.to_owned(),
+            rx,
+            trace: self.trace.clone(),
+            label: self.label.clone(),
+        }
+    }
+
+    /// `join` with the given name and room; panics unless the reply is `ok`.
+    pub async fn join(&self, name: &str, room: &str) -> Value {
+        let reply = self.request("join", json!({ "name": name, "room": room })).await;
+        assert_ok(&reply, &format!("[{}] join {name:?} {room:?}", self.label));
+        reply
+    }
+
+    /// `message` with a fresh client_id; panics unless the reply is `ok`; returns the
+    /// stored message.
+    pub async fn say(&self, room: &str, text: &str) -> Value {
+        let reply = self
+            .request(
+                "message",
+                json!({ "room": room, "text": text, "client_id": client_id() }),
+            )
+            .await;
+        assert_ok(&reply, &format!("[{}] message to {room:?}", self.label));
+        reply["message"].clone()
+    }
+
+    /// The next server-pushed event called `name`, waiting at most [`EVENT_TIMEOUT`].
+    /// Events with other names are kept, in order, for later calls.
+    pub async fn next_event(&mut self, name: &str) -> Value {
+        self.next_event_within(name, EVENT_TIMEOUT).await
+    }
+
+    pub async fn next_event_within(&mut self, name: &str, limit: Duration) -> Value {
+        self.next_event_where(name, limit, |_| true).await
+    }
+
+    /// The next event called `name` whose payload satisfies `pred`. Events that do not
+    /// match are kept for later calls.
+    pub async fn next_event_where(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        match self.try_next_event_where(name, limit, pred).await {
+            Some(value) => value,
+            None => panic!(
+                "[{}] no `{name}` event (matching the test's condition) within {limit:?}; \
+                 unclaimed events: {:?}; frames:\n{}",
+                self.label,
+                self.stash,
+                self.trace.dump()
+            ),
+        }
+    }
+
+    pub async fn try_next_event_where(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(pos) = self.stash.iter().position(|(n, v)| n == name && pred(v)) {
+            return self.stash.remove(pos).map(|(_, v)| v);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some((n, v))) => {
+                    if n == name && pred(&v) {
+                        return Some(v);
+                    }
+                    self.stash.push_back((n, v));
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Panics if an event called `name` is pending or arrives within `quiet`.
+    pub async fn expect_no_event(&mut self, name: &str, quiet: Duration) {
+        self.expect_no_event_where(name, quiet, |_| true).await
+    }
+
+    pub async fn expect_no_event_where(
+        &mut self,
+        name: &str,
+        quiet: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) {
+        if let Some(found) = self.try_next_event_where(name, quiet, pred).await {
+            panic!(
+                "[{}] unexpected `{name}` event: {found}; frames:\n{}",
+                self.label,
+                self.trace.dump()
+            );
+        }
+    }
+
+    /// All events received so far (and within `settle`), in arrival order.
+    pub async fn drain_events(&mut self, settle: Duration) -> Vec<(String, Value)> {
+        let deadline = Instant::now() + settle;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.stash.push_back(ev);
+        }
+        self.stash.drain(..).collect()
+    }
+
+    /// Whether the server closed the connection (or the socket was disconnected).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Panics if the connection has been closed.
+    #[track_caller]
+    pub fn assert_open(&self) {
+        assert!(
+            !self.is_closed(),
+            "[{}] the server closed the connection; frames:\n{}",
+            self.label,
+            self.trace.dump()
+        );
+    }
+
+    /// The recorded frames, for diagnostics.
+    pub fn frames(&self) -> String {
+        self.trace.dump()
+    }
+
+    /// Closes the WebSocket with a close frame, like a browser tab going away.
+    pub async fn close(mut self) {
+        let _ = self.out.send(WsMessage::Close(None));
+        let _ = timeout(Duration::from_secs(5), &mut self.writer).await;
+        self.reader.abort();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+    out: mpsc::UnboundedSender<WsMessage>,
+    events: mpsc::UnboundedSender<(String, Value)>,
+    acks: AckMap,
+    connected: oneshot::Sender<Result<Value, Value>>,
+    closed: Arc<AtomicBool>,
+    trace: Trace,
+) {
+    let mut connected = Some(connected);
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(WsMessage::Text(text)) => text,
+            Ok(WsMessage::Close(frame)) => {
+                trace.push(format!("<- (websocket close {frame:?})"));
+                break;
+            }
+            Ok(WsMessage::Binary(bytes)) => {
+                trace.push(format!("<- (binary frame, {} bytes)", bytes.len()));
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                trace.push(format!("<- (websocket error {e})"));
+                break;
+            }
+        };
+        trace.push(format!("<- {}", text.as_str()));
+        match decode_engine(text.as_str()) {
+            Ok(EnginePacket::Ping(data)) => {
+                let _ = out.send(WsMessage::text(format!("3{data}")));
+            }
+            Ok(EnginePacket::Message(body)) => match decode_socket(&body) {
+                Ok(SocketPacket::Connect { data, .. }) => {
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(Ok(data.unwrap_or(Value::Null)));
+                    }
+                }
+                Ok(SocketPacket::ConnectError { data, .. }) => {
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(Err(data));
+                    }
+                }
+                Ok(SocketPacket::Event { event, mut args, .. }) => {
+                    let payload = if args.is_empty() { Value::Null } else { args.remove(0) };
+                    let _ = events.send((event, payload));
+                }
+                Ok(SocketPacket::Ack { id, args, .. }) => {
+                    if let Some(tx) = acks.lock().unwrap().remove(&id) {
+                        let _ = tx.send(args);
+                    } else {
+                        trace.push(format!("   (ack {id} matches no pending request)"));
+                    }
+                }
+                Ok(SocketPacket::Disconnect { .. }) => {
+                    trace.push("   (server disconnected the socket)".into());
+                    break;
+                }
+                Err(e) => trace.push(format!("   (undecodable Socket.IO packet: {e})")),
+            },
+            Ok(EnginePacket::Close) => break,
+            Ok(_) => {}
+            Err(e) => trace.push(format!("   (undecodable Engine.IO packet: {e})")),
+        }
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Dropping the ack senders wakes every pending request with "connection closed".
+    acks.lock().unwrap().clear();
+}
