@@ -155,7 +155,8 @@ impl Client {
             Ok(socket) => socket,
             Err(err) => return SessionEnd::Lost(err.to_string()),
         };
-        let (mut sink, mut stream) = socket.split();
+        let (mut sink, stream) = socket.split();
+        let mut stream = stream.fuse();
 
         // Engine.IO open, then the Socket.IO CONNECT for the main namespace.
         let mut handshake = TimeoutFuture::new(HANDSHAKE_TIMEOUT_MS).fuse();

@@ -41,7 +41,8 @@ pub fn build(options: ChatOptions) -> (Router, SocketIo) {
         })
         .fallback(assets::static_files)
         .with_state(leptos_options)
-        .layer(socket_layer);
+        .layer(socket_layer)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     (router, io)
 }
 
