@@ -11,7 +11,9 @@ use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use serde_json::{json, Value};
 
-use crate::codec::{decode_engine, decode_socket, encode_engine, encode_frame, EnginePacket, SocketPacket};
+use crate::codec::{
+    decode_engine, decode_socket, encode_engine, encode_frame, EnginePacket, SocketPacket,
+};
 use crate::protocol::{
     decode_reply, event, ErrorCode, JoinReply, Message, Presence, ProtocolError, SendReply,
     TypingNotice,
@@ -80,8 +82,15 @@ fn storage() -> Option<web_sys::Storage> {
 
 fn socket_url() -> Option<String> {
     let location = web_sys::window()?.location();
-    let scheme = if location.protocol().ok()? == "https:" { "wss" } else { "ws" };
-    Some(format!("{scheme}://{}/socket.io/?EIO=4&transport=websocket", location.host().ok()?))
+    let scheme = if location.protocol().ok()? == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
+    Some(format!(
+        "{scheme}://{}/socket.io/?EIO=4&transport=websocket",
+        location.host().ok()?
+    ))
 }
 
 fn new_client_id() -> String {
@@ -147,7 +156,11 @@ impl Client {
     }
 
     /// One connection, from handshake until it breaks or the page goes away.
-    async fn session(&mut self, actions: &mut UnboundedReceiver<Action>, attempt: &mut u32) -> SessionEnd {
+    async fn session(
+        &mut self,
+        actions: &mut UnboundedReceiver<Action>,
+        attempt: &mut u32,
+    ) -> SessionEnd {
         let Some(url) = socket_url() else {
             return SessionEnd::Lost("no window location".into());
         };
@@ -241,17 +254,29 @@ impl Client {
         let id = self.next_ack;
         self.next_ack += 1;
         self.awaiting.insert(id, (awaiting, now()));
-        self.outgoing.push(encode_frame(&SocketPacket::event(name, vec![payload], Some(id))));
+        self.outgoing.push(encode_frame(&SocketPacket::event(
+            name,
+            vec![payload],
+            Some(id),
+        )));
     }
 
     fn emit(&mut self, name: &str, payload: Value) {
-        self.outgoing.push(encode_frame(&SocketPacket::event(name, vec![payload], None)));
+        self.outgoing.push(encode_frame(&SocketPacket::event(
+            name,
+            vec![payload],
+            None,
+        )));
     }
 
     fn on_connected(&mut self) {
         if let Some(name) = self.wanted_name.clone() {
             self.store.joining.set(true);
-            self.request(event::JOIN, json!({ "name": name, "room": self.room }), Awaiting::Join { automatic: true });
+            self.request(
+                event::JOIN,
+                json!({ "name": name, "room": self.room }),
+                Awaiting::Join { automatic: true },
+            );
         }
     }
 
@@ -268,7 +293,11 @@ impl Client {
 
     fn tick(&mut self) -> Result<(), String> {
         let now = now();
-        if self.awaiting.values().any(|(_, sent)| now - sent > ACK_TIMEOUT_MS) {
+        if self
+            .awaiting
+            .values()
+            .any(|(_, sent)| now - sent > ACK_TIMEOUT_MS)
+        {
             return Err("a request went unanswered".into());
         }
         if self.rejoin_at.is_some_and(|at| now >= at) {
@@ -290,11 +319,17 @@ impl Client {
                 self.store.join_error.set(None);
                 self.store.joining.set(true);
                 if online {
-                    self.request(event::JOIN, json!({ "name": name, "room": self.room }), Awaiting::Join { automatic: false });
+                    self.request(
+                        event::JOIN,
+                        json!({ "name": name, "room": self.room }),
+                        Awaiting::Join { automatic: false },
+                    );
                 }
             }
             Action::Send(text) => {
-                let Some(author) = self.store.me.get_untracked() else { return };
+                let Some(author) = self.store.me.get_untracked() else {
+                    return;
+                };
                 let uid = self.store.next_uid();
                 self.store.lines.update(|lines| {
                     lines.push(Line {
@@ -318,11 +353,15 @@ impl Client {
                 self.pump();
             }
             Action::Discard(uid) => {
-                self.store.lines.update(|lines| lines.retain(|line| line.uid != uid));
+                self.store
+                    .lines
+                    .update(|lines| lines.retain(|line| line.uid != uid));
             }
             Action::Typing(true) => {
                 self.last_keystroke = now();
-                let stale = self.typing_sent.is_none_or(|sent| self.last_keystroke - sent > TYPING_REFRESH_MS);
+                let stale = self
+                    .typing_sent
+                    .is_none_or(|sent| self.last_keystroke - sent > TYPING_REFRESH_MS);
                 if self.joined && online && stale {
                     self.typing_sent = Some(self.last_keystroke);
                     self.emit(event::TYPING, json!({ "room": self.room, "typing": true }));
@@ -352,9 +391,13 @@ impl Client {
         }
         let next = self.store.lines.with_untracked(|lines| {
             lines.iter().find_map(|line| match &line.kind {
-                LineKind::Message { id: None, status: Delivery::Pending, client_id, text, .. } => {
-                    Some((line.uid, client_id.clone(), text.clone()))
-                }
+                LineKind::Message {
+                    id: None,
+                    status: Delivery::Pending,
+                    client_id,
+                    text,
+                    ..
+                } => Some((line.uid, client_id.clone(), text.clone())),
                 _ => None,
             })
         });
@@ -371,7 +414,10 @@ impl Client {
     fn set_status(&self, uid: u64, status: Delivery) {
         self.store.lines.update(|lines| {
             for line in lines.iter_mut().filter(|line| line.uid == uid) {
-                if let LineKind::Message { status: current, .. } = &mut line.kind {
+                if let LineKind::Message {
+                    status: current, ..
+                } = &mut line.kind
+                {
                     *current = status.clone();
                 }
             }
@@ -399,13 +445,23 @@ impl Client {
             }
             Ok(EnginePacket::Close) => Err("closed by server".into()),
             Ok(EnginePacket::Message(inner)) => match decode_socket(&inner) {
-                Ok(SocketPacket::Event { event, mut args, .. }) => {
-                    let payload = if args.is_empty() { Value::Null } else { args.swap_remove(0) };
+                Ok(SocketPacket::Event {
+                    event, mut args, ..
+                }) => {
+                    let payload = if args.is_empty() {
+                        Value::Null
+                    } else {
+                        args.swap_remove(0)
+                    };
                     self.handle_event(&event, payload);
                     Ok(())
                 }
                 Ok(SocketPacket::Ack { id, mut args, .. }) => {
-                    let payload = if args.is_empty() { Value::Null } else { args.swap_remove(0) };
+                    let payload = if args.is_empty() {
+                        Value::Null
+                    } else {
+                        args.swap_remove(0)
+                    };
                     self.handle_ack(id, payload);
                     Ok(())
                 }
@@ -431,7 +487,9 @@ impl Client {
                 if let Ok(message) = serde_json::from_value::<Message>(payload) {
                     if message.room == room {
                         let author = message.author.clone();
-                        self.store.typing.update(|names| names.retain(|n| *n != author));
+                        self.store
+                            .typing
+                            .update(|names| names.retain(|n| *n != author));
                         self.store.merge_messages(vec![message]);
                     }
                 }
@@ -444,16 +502,22 @@ impl Client {
                                 members.push(notice.name.clone());
                             }
                         });
-                        self.store.push_notice(format!("{} joined", notice.name), notice.ts);
+                        self.store
+                            .push_notice(format!("{} joined", notice.name), notice.ts);
                     }
                 }
             }
             event::LEFT => {
                 if let Ok(notice) = serde_json::from_value::<Presence>(payload) {
                     if notice.room == room {
-                        self.store.members.update(|members| members.retain(|m| *m != notice.name));
-                        self.store.typing.update(|names| names.retain(|n| *n != notice.name));
-                        self.store.push_notice(format!("{} left", notice.name), notice.ts);
+                        self.store
+                            .members
+                            .update(|members| members.retain(|m| *m != notice.name));
+                        self.store
+                            .typing
+                            .update(|names| names.retain(|n| *n != notice.name));
+                        self.store
+                            .push_notice(format!("{} left", notice.name), notice.ts);
                     }
                 }
             }
@@ -475,9 +539,13 @@ impl Client {
     }
 
     fn handle_ack(&mut self, id: u64, payload: Value) {
-        let Some((awaiting, _)) = self.awaiting.remove(&id) else { return };
+        let Some((awaiting, _)) = self.awaiting.remove(&id) else {
+            return;
+        };
         match awaiting {
-            Awaiting::Join { automatic } => self.on_join_reply(decode_reply::<JoinReply>(payload), automatic),
+            Awaiting::Join { automatic } => {
+                self.on_join_reply(decode_reply::<JoinReply>(payload), automatic)
+            }
             Awaiting::Send { uid } => {
                 self.in_flight = None;
                 match decode_reply::<SendReply>(payload) {
@@ -511,7 +579,11 @@ impl Client {
                 self.store.merge_messages(reply.history);
                 self.pump();
             }
-            Err(error) if automatic && error.code == ErrorCode::NameTaken && self.rejoin_failures < REJOIN_ATTEMPTS => {
+            Err(error)
+                if automatic
+                    && error.code == ErrorCode::NameTaken
+                    && self.rejoin_failures < REJOIN_ATTEMPTS =>
+            {
                 // Probably our own previous connection, not yet timed out: try again soon.
                 self.rejoin_failures += 1;
                 self.rejoin_at = Some(now() + 3_000.0);
@@ -523,4 +595,3 @@ impl Client {
         }
     }
 }
-

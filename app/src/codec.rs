@@ -100,17 +100,39 @@ pub fn decode_polling_payload(body: &str) -> Result<Vec<EnginePacket>, CodecErro
 /// A Socket.IO packet (text only), carried inside an Engine.IO message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SocketPacket {
-    Connect { ns: String, data: Option<Value> },
-    Disconnect { ns: String },
-    Event { ns: String, event: String, args: Vec<Value>, ack: Option<u64> },
-    Ack { ns: String, id: u64, args: Vec<Value> },
-    ConnectError { ns: String, data: Value },
+    Connect {
+        ns: String,
+        data: Option<Value>,
+    },
+    Disconnect {
+        ns: String,
+    },
+    Event {
+        ns: String,
+        event: String,
+        args: Vec<Value>,
+        ack: Option<u64>,
+    },
+    Ack {
+        ns: String,
+        id: u64,
+        args: Vec<Value>,
+    },
+    ConnectError {
+        ns: String,
+        data: Value,
+    },
 }
 
 impl SocketPacket {
     /// An event on the main namespace.
     pub fn event(event: &str, args: Vec<Value>, ack: Option<u64>) -> Self {
-        SocketPacket::Event { ns: "/".into(), event: event.into(), args, ack }
+        SocketPacket::Event {
+            ns: "/".into(),
+            event: event.into(),
+            args,
+            ack,
+        }
     }
 }
 
@@ -149,7 +171,9 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
 
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let id = if digits > 0 {
-        let id = rest[..digits].parse::<u64>().map_err(|_| CodecError::InvalidAckId)?;
+        let id = rest[..digits]
+            .parse::<u64>()
+            .map_err(|_| CodecError::InvalidAckId)?;
         rest = &rest[digits..];
         Some(id)
     } else {
@@ -159,7 +183,10 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
     let data = if rest.is_empty() {
         None
     } else {
-        Some(serde_json::from_str::<Value>(rest).map_err(|e| CodecError::InvalidJson(e.to_string()))?)
+        Some(
+            serde_json::from_str::<Value>(rest)
+                .map_err(|e| CodecError::InvalidJson(e.to_string()))?,
+        )
     };
 
     Ok(match kind {
@@ -175,13 +202,21 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
             let Value::String(event) = args.remove(0) else {
                 return Err(CodecError::InvalidEvent);
             };
-            SocketPacket::Event { ns, event, args, ack: id }
+            SocketPacket::Event {
+                ns,
+                event,
+                args,
+                ack: id,
+            }
         }
         '3' => match (id, data) {
             (Some(id), Some(Value::Array(args))) => SocketPacket::Ack { ns, id, args },
             _ => return Err(CodecError::InvalidAck),
         },
-        _ => SocketPacket::ConnectError { ns, data: data.unwrap_or(Value::Null) },
+        _ => SocketPacket::ConnectError {
+            ns,
+            data: data.unwrap_or(Value::Null),
+        },
     })
 }
 
@@ -202,7 +237,12 @@ pub fn encode_socket(packet: &SocketPacket) -> String {
             out
         }
         SocketPacket::Disconnect { ns } => prefix('1', ns),
-        SocketPacket::Event { ns, event, args, ack } => {
+        SocketPacket::Event {
+            ns,
+            event,
+            args,
+            ack,
+        } => {
             let mut out = prefix('2', ns);
             if let Some(id) = ack {
                 out.push_str(&id.to_string());
@@ -233,10 +273,15 @@ mod tests {
     #[test]
     fn open_packet_from_socketioxide_decodes() {
         let text = r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#;
-        let EnginePacket::Open(info) = decode_engine(text).unwrap() else { panic!() };
+        let EnginePacket::Open(info) = decode_engine(text).unwrap() else {
+            panic!()
+        };
         assert_eq!(info.sid, "abc");
         assert_eq!(info.ping_interval, 25000);
-        assert_eq!(decode_engine(&encode_engine(&EnginePacket::Open(info.clone()))).unwrap(), EnginePacket::Open(info));
+        assert_eq!(
+            decode_engine(&encode_engine(&EnginePacket::Open(info.clone()))).unwrap(),
+            EnginePacket::Open(info)
+        );
     }
 
     #[test]
@@ -260,8 +305,14 @@ mod tests {
         assert_eq!(decode_engine(""), Err(CodecError::Empty));
         assert_eq!(decode_engine("9"), Err(CodecError::UnknownEngineType('9')));
         assert_eq!(decode_engine("bAAAA"), Err(CodecError::Binary));
-        assert!(matches!(decode_engine("0{not json"), Err(CodecError::InvalidOpen(_))));
-        assert!(matches!(decode_engine("0{}"), Err(CodecError::InvalidOpen(_))));
+        assert!(matches!(
+            decode_engine("0{not json"),
+            Err(CodecError::InvalidOpen(_))
+        ));
+        assert!(matches!(
+            decode_engine("0{}"),
+            Err(CodecError::InvalidOpen(_))
+        ));
     }
 
     #[test]
@@ -269,23 +320,54 @@ mod tests {
         let packets = decode_polling_payload("2\u{1e}40\u{1e}6").unwrap();
         assert_eq!(
             packets,
-            vec![EnginePacket::Ping(String::new()), EnginePacket::Message("0".into()), EnginePacket::Noop]
+            vec![
+                EnginePacket::Ping(String::new()),
+                EnginePacket::Message("0".into()),
+                EnginePacket::Noop
+            ]
         );
     }
 
     #[test]
     fn socket_packets_round_trip() {
         let packets = [
-            SocketPacket::Connect { ns: "/".into(), data: None },
-            SocketPacket::Connect { ns: "/".into(), data: Some(json!({"sid": "x"})) },
-            SocketPacket::Connect { ns: "/admin".into(), data: Some(json!({"token": 1})) },
+            SocketPacket::Connect {
+                ns: "/".into(),
+                data: None,
+            },
+            SocketPacket::Connect {
+                ns: "/".into(),
+                data: Some(json!({"sid": "x"})),
+            },
+            SocketPacket::Connect {
+                ns: "/admin".into(),
+                data: Some(json!({"token": 1})),
+            },
             SocketPacket::Disconnect { ns: "/".into() },
-            SocketPacket::Disconnect { ns: "/admin".into() },
-            SocketPacket::event("join", vec![json!({"name": "alice", "room": "general"})], Some(12)),
+            SocketPacket::Disconnect {
+                ns: "/admin".into(),
+            },
+            SocketPacket::event(
+                "join",
+                vec![json!({"name": "alice", "room": "general"})],
+                Some(12),
+            ),
             SocketPacket::event("typing", vec![json!({"room": "r", "typing": true})], None),
-            SocketPacket::Event { ns: "/admin".into(), event: "x".into(), args: vec![], ack: Some(0) },
-            SocketPacket::Ack { ns: "/".into(), id: 7, args: vec![json!({"ok": true})] },
-            SocketPacket::ConnectError { ns: "/".into(), data: json!({"message": "no"}) },
+            SocketPacket::Event {
+                ns: "/admin".into(),
+                event: "x".into(),
+                args: vec![],
+                ack: Some(0),
+            },
+            SocketPacket::Ack {
+                ns: "/".into(),
+                id: 7,
+                args: vec![json!({"ok": true})],
+            },
+            SocketPacket::ConnectError {
+                ns: "/".into(),
+                data: json!({"message": "no"}),
+            },
         ];
         for packet in packets {
             let text = encode_socket(&packet);
@@ -295,20 +377,35 @@ mod tests {
 
     #[test]
     fn wire_forms_match_the_protocol() {
-        assert_eq!(encode_socket(&SocketPacket::Connect { ns: "/".into(), data: None }), "0");
         assert_eq!(
-            encode_frame(&SocketPacket::event("message", vec![json!({"text": "hi"})], Some(3))),
+            encode_socket(&SocketPacket::Connect {
+                ns: "/".into(),
+                data: None
+            }),
+            "0"
+        );
+        assert_eq!(
+            encode_frame(&SocketPacket::event(
+                "message",
+                vec![json!({"text": "hi"})],
+                Some(3)
+            )),
             r#"423["message",{"text":"hi"}]"#
         );
         assert_eq!(
             decode_socket(r#"3/admin,5[1,"a"]"#).unwrap(),
-            SocketPacket::Ack { ns: "/admin".into(), id: 5, args: vec![json!(1), json!("a")] }
+            SocketPacket::Ack {
+                ns: "/admin".into(),
+                id: 5,
+                args: vec![json!(1), json!("a")]
+            }
         );
     }
 
     #[test]
     fn text_that_looks_like_a_packet_stays_text() {
-        let packet = SocketPacket::event("message", vec![json!({"text": "42[\"x\"]\u{1e}1/,"})], None);
+        let packet =
+            SocketPacket::event("message", vec![json!({"text": "42[\"x\"]\u{1e}1/,"})], None);
         assert_eq!(decode_socket(&encode_socket(&packet)).unwrap(), packet);
     }
 
@@ -316,21 +413,35 @@ mod tests {
     fn malformed_socket_packets_are_errors() {
         assert_eq!(decode_socket(""), Err(CodecError::Empty));
         assert_eq!(decode_socket("7"), Err(CodecError::UnknownSocketType('7')));
-        assert_eq!(decode_socket("51-[\"x\",{\"_placeholder\":true,\"num\":0}]"), Err(CodecError::Binary));
+        assert_eq!(
+            decode_socket("51-[\"x\",{\"_placeholder\":true,\"num\":0}]"),
+            Err(CodecError::Binary)
+        );
         assert_eq!(decode_socket("2"), Err(CodecError::InvalidEvent));
         assert_eq!(decode_socket("2[]"), Err(CodecError::InvalidEvent));
         assert_eq!(decode_socket("2[1,2]"), Err(CodecError::InvalidEvent));
         assert_eq!(decode_socket("2{\"a\":1}"), Err(CodecError::InvalidEvent));
         assert_eq!(decode_socket("3[1]"), Err(CodecError::InvalidAck));
-        assert_eq!(decode_socket("399999999999999999999999[1]"), Err(CodecError::InvalidAckId));
-        assert!(matches!(decode_socket("2[\"x\""), Err(CodecError::InvalidJson(_))));
-        assert_eq!(decode_socket("2/admin[\"x\"]"), Err(CodecError::InvalidNamespace));
+        assert_eq!(
+            decode_socket("399999999999999999999999[1]"),
+            Err(CodecError::InvalidAckId)
+        );
+        assert!(matches!(
+            decode_socket("2[\"x\""),
+            Err(CodecError::InvalidJson(_))
+        ));
+        assert_eq!(
+            decode_socket("2/admin[\"x\"]"),
+            Err(CodecError::InvalidNamespace)
+        );
     }
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics() {
         // A cheap deterministic sweep of short inputs built from the protocol's own alphabet.
-        let alphabet = ['0', '2', '3', '4', '5', '/', ',', '[', ']', '{', '}', '"', '9', 'é', '\u{1e}'];
+        let alphabet = [
+            '0', '2', '3', '4', '5', '/', ',', '[', ']', '{', '}', '"', '9', 'é', '\u{1e}',
+        ];
         let mut input = String::new();
         for a in alphabet {
             for b in alphabet {

@@ -224,8 +224,16 @@ fn LogLine(line: Line) -> impl IntoView {
     let store = expect_context::<ChatStore>();
     let time = view! { <time datetime=iso_time(line.ts)>{clock_time(line.ts)}</time> };
     match line.kind {
-        LineKind::Notice(text) => view! { <li class="notice">{time}" "<span>{text}</span></li> }.into_any(),
-        LineKind::Message { author, text, status, id, .. } => {
+        LineKind::Notice(text) => {
+            view! { <li class="notice">{time}" "<span>{text}</span></li> }.into_any()
+        }
+        LineKind::Message {
+            author,
+            text,
+            status,
+            id,
+            ..
+        } => {
             let mine = store.me.get_untracked().as_deref() == Some(author.as_str());
             let uid = line.uid;
             let failure = match &status {
@@ -313,7 +321,11 @@ fn clock_time(ts: i64) -> String {
     #[cfg(not(feature = "browser"))]
     {
         let minutes = ts.div_euclid(60_000);
-        format!("{:02}:{:02}", minutes.div_euclid(60).rem_euclid(24), minutes.rem_euclid(60))
+        format!(
+            "{:02}:{:02}",
+            minutes.div_euclid(60).rem_euclid(24),
+            minutes.rem_euclid(60)
+        )
     }
 }
 

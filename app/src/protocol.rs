@@ -251,7 +251,10 @@ pub fn validate_room(room: &str) -> Result<(), ProtocolError> {
 pub fn validate_text(raw: &str) -> Result<String, ProtocolError> {
     let text = raw.trim();
     if text.is_empty() {
-        return Err(ProtocolError::new(ErrorCode::Empty, "A message cannot be empty."));
+        return Err(ProtocolError::new(
+            ErrorCode::Empty,
+            "A message cannot be empty.",
+        ));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(ProtocolError::new(
@@ -291,7 +294,9 @@ mod tests {
             ts: 5,
             client_id: "c1".into(),
         };
-        let reply = ok_reply(&SendReply { message: msg.clone() });
+        let reply = ok_reply(&SendReply {
+            message: msg.clone(),
+        });
         assert_eq!(reply["ok"], json!(true));
         assert_eq!(reply["message"]["author"], json!("alice"));
         assert_eq!(decode_reply::<SendReply>(reply).unwrap().message, msg);
@@ -325,13 +330,19 @@ mod tests {
     #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(validate_name("  alice ").unwrap(), "alice");
-        assert_eq!(validate_name("   ").unwrap_err().code, ErrorCode::InvalidName);
+        assert_eq!(
+            validate_name("   ").unwrap_err().code,
+            ErrorCode::InvalidName
+        );
         assert_eq!(validate_name(&"é".repeat(32)).unwrap(), "é".repeat(32));
         assert_eq!(
             validate_name(&"é".repeat(33)).unwrap_err().code,
             ErrorCode::InvalidName
         );
-        assert_eq!(validate_name("a\u{7}b").unwrap_err().code, ErrorCode::InvalidName);
+        assert_eq!(
+            validate_name("a\u{7}b").unwrap_err().code,
+            ErrorCode::InvalidName
+        );
         assert_eq!(name_key(" Alice "), name_key("alICE"));
     }
 
@@ -341,7 +352,11 @@ mod tests {
         assert!(validate_room("dev_ops-2").is_ok());
         assert!(validate_room(&"a".repeat(64)).is_ok());
         for bad in ["", "General", "a b", "é", "../x", &"a".repeat(65)] {
-            assert_eq!(validate_room(bad).unwrap_err().code, ErrorCode::InvalidRoom, "{bad:?}");
+            assert_eq!(
+                validate_room(bad).unwrap_err().code,
+                ErrorCode::InvalidRoom,
+                "{bad:?}"
+            );
         }
     }
 
@@ -350,7 +365,10 @@ mod tests {
         assert_eq!(validate_text("  <b>hi</b>\n").unwrap(), "<b>hi</b>");
         assert_eq!(validate_text(" \n\t").unwrap_err().code, ErrorCode::Empty);
         assert!(validate_text(&"x".repeat(4000)).is_ok());
-        assert_eq!(validate_text(&"x".repeat(4001)).unwrap_err().code, ErrorCode::TooLong);
+        assert_eq!(
+            validate_text(&"x".repeat(4001)).unwrap_err().code,
+            ErrorCode::TooLong
+        );
         // Counted in characters, not bytes.
         assert!(validate_text(&"😀".repeat(4000)).is_ok());
     }

@@ -219,10 +219,7 @@ pub fn typing_text(names: &[String]) -> Option<String> {
         [] => None,
         [one] => Some(format!("{one} is typing…")),
         [one, two] => Some(format!("{one} and {two} are typing…")),
-        [one, two, rest @ ..] => Some(format!(
-            "{one}, {two} and {} more are typing…",
-            rest.len()
-        )),
+        [one, two, rest @ ..] => Some(format!("{one}, {two} and {} more are typing…", rest.len())),
     }
 }
 
@@ -271,7 +268,10 @@ mod tests {
         merge_messages(&mut lines, [(msg(2, "a", "x2"), 1), (msg(4, "a", "x4"), 2)]);
         merge_messages(&mut lines, [(msg(1, "b", "y1"), 3), (msg(3, "b", "y3"), 4)]);
         merge_messages(&mut lines, [(msg(3, "b", "y3"), 5), (msg(5, "b", "y5"), 6)]);
-        assert_eq!(ids(&lines), vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        assert_eq!(
+            ids(&lines),
+            vec![Some(1), Some(2), Some(3), Some(4), Some(5)]
+        );
     }
 
     #[test]
@@ -280,7 +280,13 @@ mod tests {
         merge_messages(&mut lines, [(msg(7, "alice", "c1"), 3)]);
         assert_eq!(ids(&lines), vec![Some(7), None]);
         assert_eq!(lines[0].uid, 1);
-        assert!(matches!(&lines[0].kind, LineKind::Message { status: Delivery::Delivered, .. }));
+        assert!(matches!(
+            &lines[0].kind,
+            LineKind::Message {
+                status: Delivery::Delivered,
+                ..
+            }
+        ));
         // Another author's message with the same client_id is a different message.
         merge_messages(&mut lines, [(msg(8, "bob", "c2"), 4)]);
         assert_eq!(ids(&lines), vec![Some(7), Some(8), None]);

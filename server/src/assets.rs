@@ -40,9 +40,9 @@ fn not_found() -> Response {
 fn safe_relative_path(path: &str) -> Option<String> {
     let relative = path.trim_start_matches('/');
     let safe = !relative.is_empty()
-        && relative
-            .split('/')
-            .all(|segment| !segment.is_empty() && segment != ".." && segment != "." && !segment.contains('\\'));
+        && relative.split('/').all(|segment| {
+            !segment.is_empty() && segment != ".." && segment != "." && !segment.contains('\\')
+        });
     safe.then(|| relative.to_owned())
 }
 
@@ -73,7 +73,10 @@ fn content_type(path: &str) -> &'static str {
 fn file_response(path: &str, encoding: &str, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
     // Asset names carry no content hash, so browsers must revalidate them.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -108,8 +111,18 @@ mod tests {
 
     #[test]
     fn paths_cannot_escape_the_site_root() {
-        assert_eq!(safe_relative_path("/pkg/banter.wasm").as_deref(), Some("pkg/banter.wasm"));
-        for bad in ["/", "/../etc/passwd", "/pkg/../../x", "/a//b", "/./x", "/a\\..\\b"] {
+        assert_eq!(
+            safe_relative_path("/pkg/banter.wasm").as_deref(),
+            Some("pkg/banter.wasm")
+        );
+        for bad in [
+            "/",
+            "/../etc/passwd",
+            "/pkg/../../x",
+            "/a//b",
+            "/./x",
+            "/a\\..\\b",
+        ] {
             assert_eq!(safe_relative_path(bad), None, "{bad}");
         }
     }

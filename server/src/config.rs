@@ -7,7 +7,11 @@ use clap::Parser;
 use crate::ChatOptions;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "banter", version, about = "Banter: self-hosted real-time group chat")]
+#[command(
+    name = "banter",
+    version,
+    about = "Banter: self-hosted real-time group chat"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "BANTER_ADDR", default_value = "127.0.0.1:3000")]

@@ -22,12 +22,22 @@ async fn invalid_name() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     let (long_ascii, long_accented) = ("a".repeat(33), "é".repeat(33));
-    for name in ["", "   ", " \t\n ", long_ascii.as_str(), long_accented.as_str()] {
-        let reply = alice.request("join", json!({"name": name, "room": "general"})).await;
+    for name in [
+        "",
+        "   ",
+        " \t\n ",
+        long_ascii.as_str(),
+        long_accented.as_str(),
+    ] {
+        let reply = alice
+            .request("join", json!({"name": name, "room": "general"}))
+            .await;
         assert_refused(&reply, "invalid_name", &format!("name {name:?}"));
     }
     // The limits are inclusive and count characters; the refusals left no name behind.
-    let reply = alice.join(&format!("  {}  ", "é".repeat(32)), "general").await;
+    let reply = alice
+        .join(&format!("  {}  ", "é".repeat(32)), "general")
+        .await;
     assert_eq!(reply["name"], json!("é".repeat(32)));
     alice.assert_open();
 }
@@ -42,8 +52,14 @@ async fn name_taken_is_case_insensitive_and_per_room() {
 
     let imposter = Client::connect(addr, "imposter").await;
     for name in ["alice", "ALICE", " Alice "] {
-        let reply = imposter.request("join", json!({"name": name, "room": "general"})).await;
-        assert_refused(&reply, "name_taken", &format!("name {name:?} while alice is online"));
+        let reply = imposter
+            .request("join", json!({"name": name, "room": "general"}))
+            .await;
+        assert_refused(
+            &reply,
+            "name_taken",
+            &format!("name {name:?} while alice is online"),
+        );
     }
     // Refused joins are not announced.
     witness.expect_no_event(event::JOINED, QUIET).await;
@@ -54,7 +70,11 @@ async fn name_taken_is_case_insensitive_and_per_room() {
 
     // Once alice is gone the name is free again.
     alice.close().await;
-    witness.next_event_where(event::LEFT, support::EVENT_TIMEOUT, |v| v["name"] == "alice").await;
+    witness
+        .next_event_where(event::LEFT, support::EVENT_TIMEOUT, |v| {
+            v["name"] == "alice"
+        })
+        .await;
     let newcomer = Client::connect(addr, "newcomer").await;
     let reply = newcomer.join("Alice", "general").await;
     assert_eq!(reply["name"], "Alice");
@@ -76,8 +96,19 @@ async fn invalid_room() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     let long = "a".repeat(65);
-    for room in ["General", "a b", long.as_str(), "", "é", "../x", "room!", " general"] {
-        let reply = alice.request("join", json!({"name": "alice", "room": room})).await;
+    for room in [
+        "General",
+        "a b",
+        long.as_str(),
+        "",
+        "é",
+        "../x",
+        "room!",
+        " general",
+    ] {
+        let reply = alice
+            .request("join", json!({"name": "alice", "room": room}))
+            .await;
         assert_refused(&reply, "invalid_room", &format!("room {room:?}"));
     }
     let reply = alice.join("alice", &"a".repeat(64)).await;
@@ -96,20 +127,30 @@ async fn empty_and_too_long_text() {
 
     for text in ["", "   ", " \n\t\r "] {
         let reply = alice
-            .request("message", json!({"room": "general", "text": text, "client_id": client_id()}))
+            .request(
+                "message",
+                json!({"room": "general", "text": text, "client_id": client_id()}),
+            )
             .await;
         assert_refused(&reply, "empty", &format!("text {text:?}"));
     }
     for text in ["x".repeat(4001), "😀".repeat(4001)] {
         let reply = alice
-            .request("message", json!({"room": "general", "text": text, "client_id": client_id()}))
+            .request(
+                "message",
+                json!({"room": "general", "text": text, "client_id": client_id()}),
+            )
             .await;
         assert_refused(&reply, "too_long", "4001 characters");
     }
     bob.expect_no_event(event::MESSAGE, QUIET).await;
 
     // Exactly 4000 characters is fine, counted in characters and after trimming.
-    for text in ["x".repeat(4000), "😀".repeat(4000), format!("  {}\n", "y".repeat(4000))] {
+    for text in [
+        "x".repeat(4000),
+        "😀".repeat(4000),
+        format!("  {}\n", "y".repeat(4000)),
+    ] {
         let m = alice.say("general", &text).await;
         assert_eq!(m["text"].as_str().unwrap().chars().count(), 4000);
         assert_eq!(bob.next_event(event::MESSAGE).await, m);
@@ -126,7 +167,10 @@ async fn not_joined() {
     carol.join("carol", "random").await;
 
     let reply = alice
-        .request("message", json!({"room": "random", "text": "hi", "client_id": client_id()}))
+        .request(
+            "message",
+            json!({"room": "random", "text": "hi", "client_id": client_id()}),
+        )
         .await;
     assert_refused(&reply, "not_joined", "message to a room not joined");
     let reply = alice.request("leave", json!({"room": "random"})).await;
@@ -139,7 +183,10 @@ async fn not_joined() {
     // Before any join at all, too.
     let dave = Client::connect(addr, "dave").await;
     let reply = dave
-        .request("message", json!({"room": "general", "text": "hi", "client_id": client_id()}))
+        .request(
+            "message",
+            json!({"room": "general", "text": "hi", "client_id": client_id()}),
+        )
         .await;
     assert_refused(&reply, "not_joined", "message before joining anything");
     let reply = dave.request("leave", json!({"room": "general"})).await;
@@ -149,12 +196,27 @@ async fn not_joined() {
     // After leaving, the room is not joined any more.
     alice.request("leave", json!({"room": "general"})).await;
     let reply = alice
-        .request("message", json!({"room": "general", "text": "hi", "client_id": client_id()}))
+        .request(
+            "message",
+            json!({"room": "general", "text": "hi", "client_id": client_id()}),
+        )
         .await;
     assert_refused(&reply, "not_joined", "message after leaving");
 
     alice.join("alice", "random").await;
     assert_still_chatting(&alice, &mut carol, "random").await;
+}
+
+/// Whether `reply` is the refusal `code` with a message; a description if not.
+fn refusal_mismatch(reply: &Value, code: &str, context: &str) -> Option<String> {
+    let message_ok = reply["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.trim().is_empty());
+    if reply["ok"] == json!(false) && reply["error"]["code"] == json!(code) && message_ok {
+        None
+    } else {
+        Some(format!("{context}: expected {code}, got {reply}"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,11 +225,15 @@ async fn bad_request_for_any_wrong_shape() {
     let alice = Client::connect(addr, "alice").await;
     let mut bob = Client::connect(addr, "bob").await;
     bob.join("bob", "general").await;
+    let mut wrong = Vec::new();
 
     let join_cases: Vec<(&str, Vec<Value>)> = vec![
         ("missing name", vec![json!({"room": "general"})]),
         ("missing room", vec![json!({"name": "alice"})]),
-        ("name as number", vec![json!({"name": 7, "room": "general"})]),
+        (
+            "name as number",
+            vec![json!({"name": 7, "room": "general"})],
+        ),
         ("room as null", vec![json!({"name": "alice", "room": null})]),
         ("payload is a string", vec![json!("alice")]),
         ("payload is an array", vec![json!(["alice", "general"])]),
@@ -176,19 +242,44 @@ async fn bad_request_for_any_wrong_shape() {
         ("payload absent", vec![]),
     ];
     for (what, args) in join_cases {
-        let reply = alice.request_args("join", args).await;
-        assert_refused(&reply, "bad_request", &format!("join: {what}"));
+        // A fresh socket per case, so that a wrongly accepted join cannot skew the others.
+        let probe = Client::connect(addr, "probe").await;
+        let reply = probe.request_args("join", args).await;
+        wrong.extend(refusal_mismatch(
+            &reply,
+            "bad_request",
+            &format!("join, {what}"),
+        ));
+        probe.assert_open();
     }
-    // None of those refusals claimed a name for the socket.
     alice.join("alice", "general").await;
+    alice.join("alice", "side").await;
 
     let message_cases: Vec<(&str, Vec<Value>)> = vec![
-        ("text as number", vec![json!({"room": "general", "text": 5, "client_id": "c"})]),
-        ("missing text", vec![json!({"room": "general", "client_id": "c"})]),
-        ("missing room", vec![json!({"text": "hi", "client_id": "c"})]),
-        ("missing client_id", vec![json!({"room": "general", "text": "hi"})]),
-        ("client_id as number", vec![json!({"room": "general", "text": "hi", "client_id": 3})]),
-        ("empty client_id", vec![json!({"room": "general", "text": "hi", "client_id": ""})]),
+        (
+            "text as number",
+            vec![json!({"room": "general", "text": 5, "client_id": "c"})],
+        ),
+        (
+            "missing text",
+            vec![json!({"room": "general", "client_id": "c"})],
+        ),
+        (
+            "missing room",
+            vec![json!({"text": "hi", "client_id": "c"})],
+        ),
+        (
+            "missing client_id",
+            vec![json!({"room": "general", "text": "hi"})],
+        ),
+        (
+            "client_id as number",
+            vec![json!({"room": "general", "text": "hi", "client_id": 3})],
+        ),
+        (
+            "empty client_id",
+            vec![json!({"room": "general", "text": "hi", "client_id": ""})],
+        ),
         (
             "65 character client_id",
             vec![json!({"room": "general", "text": "hi", "client_id": "c".repeat(65)})],
@@ -198,30 +289,52 @@ async fn bad_request_for_any_wrong_shape() {
             vec![json!({"room": "general", "text": "hi", "client_id": "a\u{7}b"})],
         ),
         ("payload is a string", vec![json!("hi")]),
-        ("payload is an array", vec![json!(["general", "hi"])]),
+        (
+            "payload is an array",
+            vec![json!(["general", "hi", "array-cid"])],
+        ),
         ("payload absent", vec![]),
     ];
     for (what, args) in message_cases {
         let reply = alice.request_args("message", args).await;
-        assert_refused(&reply, "bad_request", &format!("message: {what}"));
+        wrong.extend(refusal_mismatch(
+            &reply,
+            "bad_request",
+            &format!("message, {what}"),
+        ));
     }
-    bob.expect_no_event(event::MESSAGE, QUIET).await;
 
     let leave_cases: Vec<(&str, Vec<Value>)> = vec![
         ("missing room", vec![json!({})]),
         ("room as number", vec![json!({"room": 1})]),
-        ("payload is a string", vec![json!("general")]),
+        ("payload is a string", vec![json!("side")]),
+        ("payload is an array", vec![json!(["side"])]),
         ("payload absent", vec![]),
     ];
     for (what, args) in leave_cases {
         let reply = alice.request_args("leave", args).await;
-        assert_refused(&reply, "bad_request", &format!("leave: {what}"));
+        wrong.extend(refusal_mismatch(
+            &reply,
+            "bad_request",
+            &format!("leave, {what}"),
+        ));
     }
-    bob.expect_no_event(event::LEFT, QUIET).await;
+    alice.assert_open();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong-shape requests were not refused with bad_request:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    bob.expect_no_event(event::MESSAGE, QUIET).await;
+    bob.expect_no_event(event::LEFT, Duration::ZERO).await;
 
     // 64 printable characters is a valid client_id.
     let reply = alice
-        .request("message", json!({"room": "general", "text": "ok", "client_id": "c".repeat(64)}))
+        .request(
+            "message",
+            json!({"room": "general", "text": "ok", "client_id": "c".repeat(64)}),
+        )
         .await;
     assert_ok(&reply, "64 character client_id");
     bob.next_event(event::MESSAGE).await;
@@ -257,7 +370,10 @@ async fn unknown_events_and_odd_packets_keep_the_connection() {
     alice.join("alice", "general").await;
     bob.join("bob", "general").await;
 
-    let reply = alice.start_request("no_such_event", json!({})).try_wait_for(QUIET).await;
+    let reply = alice
+        .start_request("no_such_event", json!({}))
+        .try_wait_for(QUIET)
+        .await;
     // An unknown event may be ignored or refused, but not fatal.
     if let Ok(reply) = reply {
         assert_eq!(reply["ok"], json!(false), "{reply}");
@@ -267,7 +383,10 @@ async fn unknown_events_and_odd_packets_keep_the_connection() {
     let reply = alice
         .request_args(
             "message",
-            vec![json!({"room": "general", "text": "extra", "client_id": client_id()}), json!(1)],
+            vec![
+                json!({"room": "general", "text": "extra", "client_id": client_id()}),
+                json!(1),
+            ],
         )
         .await;
     if reply["ok"] == json!(true) {
@@ -286,28 +405,46 @@ async fn a_refusal_without_ack_is_an_error_event() {
     alice.join("alice", "general").await;
     bob.join("bob", "general").await;
 
-    alice.emit("message", json!({"room": "general", "text": "   ", "client_id": client_id()}));
+    alice.emit(
+        "message",
+        json!({"room": "general", "text": "   ", "client_id": client_id()}),
+    );
     let error = alice.next_event(event::ERROR).await;
     assert_eq!(error["event"], "message", "{error}");
     assert_eq!(error["code"], "empty", "{error}");
-    assert!(!error["message"].as_str().unwrap_or_default().is_empty(), "{error}");
+    assert!(
+        !error["message"].as_str().unwrap_or_default().is_empty(),
+        "{error}"
+    );
     let parsed: app::protocol::ErrorNotice = serde_json::from_value(error.clone()).unwrap();
     assert_eq!(parsed.code, app::protocol::ErrorCode::Empty);
 
     alice.emit("message", json!("not an object"));
     let error = alice.next_event(event::ERROR).await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("message"), Some("bad_request")));
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("message"), Some("bad_request"))
+    );
 
     alice.emit("join", json!({"name": "", "room": "random"}));
     let error = alice.next_event(event::ERROR).await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("join"), Some("invalid_name")));
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("join"), Some("invalid_name"))
+    );
 
     alice.emit("leave", json!({"room": "random"}));
     let error = alice.next_event(event::ERROR).await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("leave"), Some("not_joined")));
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("leave"), Some("not_joined"))
+    );
 
     // An accepted request without an ack still works and produces no error.
-    alice.emit("message", json!({"room": "general", "text": "no ack", "client_id": client_id()}));
+    alice.emit(
+        "message",
+        json!({"room": "general", "text": "no ack", "client_id": client_id()}),
+    );
     assert_eq!(bob.next_event(event::MESSAGE).await["text"], "no ack");
     alice.expect_no_event(event::ERROR, QUIET).await;
     // Refusals are private to the refused socket.
@@ -324,11 +461,16 @@ async fn a_refused_typing_is_an_error_event() {
 
     alice.emit("typing", json!({"room": "random", "typing": true}));
     let error = alice.next_event(event::ERROR).await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("typing"), Some("not_joined")));
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("typing"), Some("not_joined"))
+    );
 
     alice.emit("typing", json!({"room": "general", "typing": "yes"}));
     let error = alice.next_event(event::ERROR).await;
-    assert_eq!((error["event"].as_str(), error["code"].as_str()), (Some("typing"), Some("bad_request")));
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("typing"), Some("bad_request"))
+    );
     alice.assert_open();
 }
-

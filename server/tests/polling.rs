@@ -28,12 +28,18 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
         .expect("HTTP response timed out")
         .unwrap();
     let raw = String::from_utf8(raw).expect("response is UTF-8");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response without header end");
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .expect("HTTP response without header end");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let chunked = head
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, body)
 }
 
@@ -65,12 +71,19 @@ impl PollingClient {
         let EnginePacket::Open(open) = &packets[0] else {
             panic!("expected an open packet, got {body}")
         };
-        let mut client = PollingClient { addr, sid: open.sid.clone(), inbox: Vec::new() };
+        let mut client = PollingClient {
+            addr,
+            sid: open.sid.clone(),
+            inbox: Vec::new(),
+        };
         client.post("40").await;
         let connect = client
             .wait_for(|p| matches!(p, SocketPacket::Connect { .. }))
             .await;
-        let SocketPacket::Connect { data: Some(data), .. } = connect else {
+        let SocketPacket::Connect {
+            data: Some(data), ..
+        } = connect
+        else {
             panic!("connect reply without data: {connect:?}")
         };
         assert!(data["sid"].is_string(), "{data}");
@@ -106,7 +119,11 @@ impl PollingClient {
             if let Some(pos) = self.inbox.iter().position(&pred) {
                 return self.inbox.remove(pos);
             }
-            assert!(tokio::time::Instant::now() < deadline, "nothing matching; inbox {:?}", self.inbox);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing matching; inbox {:?}",
+                self.inbox
+            );
             self.poll().await;
         }
     }
@@ -117,7 +134,9 @@ impl PollingClient {
         let ack = self
             .wait_for(|p| matches!(p, SocketPacket::Ack { id: got, .. } if *got == id))
             .await;
-        let SocketPacket::Ack { mut args, .. } = ack else { unreachable!() };
+        let SocketPacket::Ack { mut args, .. } = ack else {
+            unreachable!()
+        };
         args.remove(0)
     }
 
@@ -125,7 +144,9 @@ impl PollingClient {
         let packet = self
             .wait_for(|p| matches!(p, SocketPacket::Event { event, .. } if event == name))
             .await;
-        let SocketPacket::Event { mut args, .. } = packet else { unreachable!() };
+        let SocketPacket::Event { mut args, .. } = packet else {
+            unreachable!()
+        };
         args.remove(0)
     }
 }
@@ -137,13 +158,19 @@ async fn long_polling_speaks_the_same_contract() {
     bob.join("bob", "general").await;
 
     let mut polly = PollingClient::connect(addr).await;
-    let reply = polly.request(0, "join", json!({"name": "polly", "room": "general"})).await;
+    let reply = polly
+        .request(0, "join", json!({"name": "polly", "room": "general"}))
+        .await;
     assert_eq!(reply["ok"], json!(true), "{reply}");
     assert_eq!(reply["name"], "polly");
     assert_eq!(bob.next_event(event::JOINED).await["name"], "polly");
 
     let reply = polly
-        .request(1, "message", json!({"room": "general", "text": "from polling", "client_id": client_id()}))
+        .request(
+            1,
+            "message",
+            json!({"room": "general", "text": "from polling", "client_id": client_id()}),
+        )
         .await;
     assert_eq!(reply["message"]["author"], "polly", "{reply}");
     assert_eq!(bob.next_event(event::MESSAGE).await, reply["message"]);
@@ -151,6 +178,8 @@ async fn long_polling_speaks_the_same_contract() {
     let m = bob.say("general", "from websocket").await;
     assert_eq!(polly.next_event(event::MESSAGE).await, m);
 
-    let reply = polly.request(2, "join", json!({"name": "", "room": "general"})).await;
+    let reply = polly
+        .request(2, "join", json!({"name": "", "room": "general"}))
+        .await;
     assert_eq!(reply["error"]["code"], "invalid_name", "{reply}");
 }

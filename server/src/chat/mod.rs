@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use app::protocol::{
-    self, event, ErrorCode, JoinReply, JoinRequest, EmptyReply, LeaveRequest, Message,
-    Presence, ProtocolError, SendReply, SendRequest, TypingNotice, TypingRequest,
+    self, event, EmptyReply, ErrorCode, JoinReply, JoinRequest, LeaveRequest, Message, Presence,
+    ProtocolError, SendReply, SendRequest, TypingNotice, TypingRequest,
 };
 use serde::de::DeserializeOwned;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::ParserError;
 
-use rooms::{disconnect_slow, lock, Admission, Rooms};
+use rooms::{lock, Admission, Rooms};
 use session::{session_of, Request, Session};
 
 /// Tunables of the chat service.
@@ -58,6 +58,40 @@ impl Chat {
             rooms: Rooms::default(),
         })
     }
+
+    /// Cuts loose sockets whose send buffer is full. They leave every room at once, so
+    /// nothing more is queued for them and the others see them go; the connection is
+    /// closed as soon as socketioxide lets us. They reconnect and catch up from history,
+    /// which beats dropping messages for them silently or buffering without bound.
+    fn drop_slow_consumers(&self, mut slow: Vec<SocketRef>) {
+        while let Some(socket) = slow.pop() {
+            let session = session_of(&socket);
+            if !session.evict() {
+                continue; // already being dropped
+            }
+            tracing::warn!(sid = %socket.id, "disconnecting a slow consumer: its send buffer is full");
+            for room in session.rooms() {
+                // Telling the others may find more slow consumers: handle them too.
+                slow.extend(leave(self, &socket, &session, &room).into_iter().flatten());
+            }
+            tokio::spawn(close_when_possible(socket));
+        }
+    }
+}
+
+/// socketioxide 0.18.9 refuses `disconnect()` while the socket's buffer is full, which is
+/// exactly when a slow consumer must go (its DISCONNECT packet has no room). Retry until
+/// the buffer drains or the transport closes; if the client never reads again, the
+/// Engine.IO heartbeat times it out.
+async fn close_when_possible(socket: SocketRef) {
+    for _ in 0..600 {
+        match socket.clone().disconnect() {
+            Err(socketioxide::SocketError::InternalChannelFull) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Connect middleware: registers the handlers before socketioxide sends CONNECT.
@@ -88,17 +122,31 @@ fn now_ms() -> i64 {
 }
 
 /// Reads a payload into its request type; any other shape is `bad_request`.
-fn parse<T: DeserializeOwned>(data: Result<serde_json::Value, ParserError>) -> Result<T, ProtocolError> {
-    let value = data.map_err(|e| {
-        ProtocolError::new(ErrorCode::BadRequest, format!("unreadable payload: {e}"))
+fn parse<T: DeserializeOwned>(
+    data: Result<serde_json::Value, ParserError>,
+) -> Result<T, ProtocolError> {
+    let value = data.map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::BadRequest,
+            "the request needs a JSON object payload",
+        )
     })?;
-    serde_json::from_value(value).map_err(|e| {
-        ProtocolError::new(ErrorCode::BadRequest, format!("malformed payload: {e}"))
-    })
+    // serde would also fill a struct from an array, by position; the contract says object.
+    if !value.is_object() {
+        return Err(ProtocolError::new(
+            ErrorCode::BadRequest,
+            "the request needs a JSON object payload",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadRequest, format!("malformed payload: {e}")))
 }
 
 fn not_joined(room: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::NotJoined, format!("You have not joined the room \"{room}\"."))
+    ProtocolError::new(
+        ErrorCode::NotJoined,
+        format!("You have not joined the room \"{room}\"."),
+    )
 }
 
 async fn on_join(
@@ -107,7 +155,9 @@ async fn on_join(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(event::JOIN, |socket, session| join(&chat, socket, session, data))
+        .handle(&chat, event::JOIN, |socket, session| {
+            join(&chat, socket, session, data)
+        })
         .await;
 }
 
@@ -166,7 +216,7 @@ fn join(
         history: room.recent(chat.options.join_history),
     };
     drop(room);
-    disconnect_slow(slow);
+    chat.drop_slow_consumers(slow);
     Ok(reply)
 }
 
@@ -176,7 +226,9 @@ async fn on_message(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(event::MESSAGE, |socket, session| send(&chat, socket, session, data))
+        .handle(&chat, event::MESSAGE, |socket, session| {
+            send(&chat, socket, session, data)
+        })
         .await;
 }
 
@@ -217,12 +269,16 @@ fn send(
     );
     let mut slow = Vec::new();
     if was_typing {
-        let notice = TypingNotice { room: req.room, name: author, typing: false };
+        let notice = TypingNotice {
+            room: req.room,
+            name: author,
+            typing: false,
+        };
         slow.extend(room.broadcast(Some(socket.id), event::TYPING, &notice));
     }
     slow.extend(room.broadcast(Some(socket.id), event::MESSAGE, &message));
     drop(room);
-    disconnect_slow(slow);
+    chat.drop_slow_consumers(slow);
     Ok(SendReply { message })
 }
 
@@ -233,7 +289,7 @@ async fn on_typing(
 ) {
     // Typing needs no ack; a refusal still reaches the client as an `error` event.
     request
-        .handle(event::TYPING, |socket, session| {
+        .handle(&chat, event::TYPING, |socket, session| {
             typing(&chat, socket, session, data).map(|()| EmptyReply {})
         })
         .await;
@@ -270,22 +326,28 @@ fn typing(
         Vec::new()
     };
     drop(room);
-    disconnect_slow(slow);
+    chat.drop_slow_consumers(slow);
 
     if req.typing {
         let sid = socket.id;
+        let chat = chat.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(protocol::TYPING_TTL_MS)).await;
             let mut room = lock(&room_arc);
-            let Some(member) = room.member_mut(sid) else { return };
+            let Some(member) = room.member_mut(sid) else {
+                return;
+            };
             if member.typing_generation != generation || !member.typing {
                 return;
             }
             member.typing = false;
-            let notice = TypingNotice { typing: false, ..notice };
+            let notice = TypingNotice {
+                typing: false,
+                ..notice
+            };
             let slow = room.broadcast(Some(sid), event::TYPING, &notice);
             drop(room);
-            disconnect_slow(slow);
+            chat.drop_slow_consumers(slow);
         });
     }
     Ok(())
@@ -297,27 +359,29 @@ async fn on_leave(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(event::LEAVE, |socket, session| {
+        .handle(&chat, event::LEAVE, |socket, session| {
             let req: LeaveRequest = parse(data)?;
-            if leave(&chat, socket, session, &req.room) {
-                Ok(EmptyReply {})
-            } else {
-                Err(not_joined(&req.room))
-            }
+            let slow =
+                leave(&chat, socket, session, &req.room).ok_or_else(|| not_joined(&req.room))?;
+            chat.drop_slow_consumers(slow);
+            Ok(EmptyReply {})
         })
         .await;
 }
 
-/// Takes the socket out of a room and tells the others. False if it was not there.
-fn leave(chat: &Chat, socket: &SocketRef, session: &Session, room_name: &str) -> bool {
+/// Takes the socket out of a room and tells the others. `None` if it was not there;
+/// otherwise the slow consumers found while telling them.
+#[must_use]
+fn leave(
+    chat: &Chat,
+    socket: &SocketRef,
+    session: &Session,
+    room_name: &str,
+) -> Option<Vec<SocketRef>> {
     session.remove_room(room_name);
-    let Some(room) = chat.rooms.get(room_name) else {
-        return false;
-    };
+    let room = chat.rooms.get(room_name)?;
     let mut room = lock(&room);
-    let Some(member) = room.remove(socket.id) else {
-        return false;
-    };
+    let member = room.remove(socket.id)?;
     let mut slow = Vec::new();
     if member.typing {
         let notice = TypingNotice {
@@ -333,15 +397,15 @@ fn leave(chat: &Chat, socket: &SocketRef, session: &Session, room_name: &str) ->
         ts: now_ms(),
     };
     slow.extend(room.broadcast(None, event::LEFT, &notice));
-    drop(room);
-    disconnect_slow(slow);
-    true
+    Some(slow)
 }
 
 async fn on_disconnect(socket: SocketRef, State(chat): State<ChatState>, reason: DisconnectReason) {
     tracing::debug!(sid = %socket.id, %reason, "socket disconnected");
     let session = session_of(&socket);
     for room in session.rooms() {
-        leave(&chat, &socket, &session, &room);
+        if let Some(slow) = leave(&chat, &socket, &session, &room) {
+            chat.drop_slow_consumers(slow);
+        }
     }
 }

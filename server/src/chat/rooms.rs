@@ -79,7 +79,9 @@ impl Room {
 
     /// The message this author already sent with this client_id, if it is still known.
     pub fn find_by_client_id(&self, author: &str, client_id: &str) -> Option<Message> {
-        let id = *self.by_client_id.get(&(name_key(author), client_id.to_owned()))?;
+        let id = *self
+            .by_client_id
+            .get(&(name_key(author), client_id.to_owned()))?;
         let first = self.history.front()?.id;
         self.history.get(usize::try_from(id - first).ok()?).cloned()
     }
@@ -95,7 +97,8 @@ impl Room {
         self.history.push_back(message.clone());
         while self.history.len() > capacity.max(1) {
             if let Some(old) = self.history.pop_front() {
-                self.by_client_id.remove(&(name_key(&old.author), old.client_id));
+                self.by_client_id
+                    .remove(&(name_key(&old.author), old.client_id));
             }
         }
         message
@@ -131,15 +134,6 @@ pub fn is_buffer_full(err: &socketioxide::SendError) -> bool {
     )
 }
 
-/// Disconnects sockets that could not keep up. They reconnect and catch up from history,
-/// which beats dropping messages for them silently or buffering without bound.
-pub fn disconnect_slow(sockets: Vec<SocketRef>) {
-    for socket in sockets {
-        tracing::warn!(sid = %socket.id, "disconnecting a slow consumer: its send buffer is full");
-        let _ = socket.disconnect();
-    }
-}
-
 #[derive(Default)]
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
@@ -160,5 +154,7 @@ impl Rooms {
 /// Locks a mutex, recovering from poisoning: room state stays consistent between
 /// statements, so a panicked handler must not take the whole room down with it.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -3,24 +3,28 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use app::protocol::{self, ErrorNotice, ProtocolError};
+use app::protocol::{self, ErrorCode, ErrorNotice, ProtocolError};
 use serde::Serialize;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::FromMessageParts;
-use socketioxide::socket::Socket;
 use socketioxide::handler::Value as PacketValue;
+use socketioxide::socket::Socket;
 
 use super::rooms::lock;
 use super::turnstile::Turnstile;
+use super::Chat;
 
 #[derive(Default)]
 pub struct Session {
     /// Set by the first successful join; one socket keeps one name.
     name: Mutex<Option<String>>,
     rooms: Mutex<BTreeSet<String>>,
+    /// Set once the socket is being dropped as a slow consumer.
+    evicted: AtomicBool,
     pub turnstile: Turnstile,
 }
 
@@ -47,6 +51,15 @@ impl Session {
 
     pub fn remove_room(&self, room: &str) {
         lock(&self.rooms).remove(room);
+    }
+
+    /// Marks the session as evicted; false if it already was.
+    pub fn evict(&self) -> bool {
+        !self.evicted.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
     }
 
     pub fn room_count(&self) -> usize {
@@ -100,18 +113,26 @@ impl Request {
     /// Waits for this socket's earlier requests to finish, does the work, and answers.
     pub async fn handle<T: Serialize>(
         self,
+        chat: &Chat,
         event: &str,
         work: impl FnOnce(&SocketRef, &Session) -> Result<T, ProtocolError>,
     ) {
         let session = self.session.clone();
         let _turn = session.turnstile.wait(self.ticket).await;
-        let result = work(&self.socket, &session);
-        self.respond(event, result);
+        let result = if session.is_evicted() {
+            Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "This connection fell too far behind and is being closed; reconnect.",
+            ))
+        } else {
+            work(&self.socket, &session)
+        };
+        self.respond(chat, event, result);
     }
 
     /// Answers the request: on its ack when the client asked for one; a refusal without
     /// an ack becomes an `error` event so the client still learns why.
-    fn respond<T: Serialize>(self, event: &str, result: Result<T, ProtocolError>) {
+    fn respond<T: Serialize>(self, chat: &Chat, event: &str, result: Result<T, ProtocolError>) {
         let sent = match (&result, self.wants_ack) {
             (Ok(body), true) => self.ack.send(&protocol::ok_reply(body)),
             (Err(error), true) => self.ack.send(&protocol::err_reply(error)),
@@ -128,7 +149,7 @@ impl Request {
         if let Err(err) = sent {
             if super::rooms::is_buffer_full(&err) {
                 // The client cannot hear its answer: let it reconnect and catch up.
-                super::rooms::disconnect_slow(vec![self.socket]);
+                chat.drop_slow_consumers(vec![self.socket]);
             } else {
                 tracing::debug!(%err, "could not answer a request");
             }

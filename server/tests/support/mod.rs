@@ -40,7 +40,10 @@ pub async fn start_server() -> SocketAddr {
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// A process-wide unique `client_id` for `message` requests.
@@ -52,7 +55,11 @@ pub fn client_id() -> String {
 /// Asserts a refusal `{"ok":false,"error":{"code":code,"message":"<non-empty>"}}`.
 #[track_caller]
 pub fn assert_refused(reply: &Value, code: &str, context: &str) {
-    assert_eq!(reply["ok"], json!(false), "{context}: expected a refusal, got {reply}");
+    assert_eq!(
+        reply["ok"],
+        json!(false),
+        "{context}: expected a refusal, got {reply}"
+    );
     assert_eq!(
         reply["error"]["code"],
         json!(code),
@@ -68,7 +75,11 @@ pub fn assert_refused(reply: &Value, code: &str, context: &str) {
 /// Asserts `{"ok":true, ...}`.
 #[track_caller]
 pub fn assert_ok(reply: &Value, context: &str) {
-    assert_eq!(reply["ok"], json!(true), "{context}: expected success, got {reply}");
+    assert_eq!(
+        reply["ok"],
+        json!(true),
+        "{context}: expected success, got {reply}"
+    );
 }
 
 /// Shared frame log, newest last, bounded.
@@ -133,7 +144,13 @@ impl PendingAck {
 
     /// Like [`PendingAck::wait_for`], but returns a description instead of panicking.
     pub async fn try_wait_for(self, limit: Duration) -> Result<Value, String> {
-        let PendingAck { id, event, rx, trace, label } = self;
+        let PendingAck {
+            id,
+            event,
+            rx,
+            trace,
+            label,
+        } = self;
         match timeout(limit, rx).await {
             Ok(Ok(mut args)) => Ok(if args.is_empty() { Value::Null } else { args.remove(0) }),
             Ok(Err(_)) => Err(format!(
@@ -350,7 +367,9 @@ impl Client {
 
     /// `join` with the given name and room; panics unless the reply is `ok`.
     pub async fn join(&self, name: &str, room: &str) -> Value {
-        let reply = self.request("join", json!({ "name": name, "room": room })).await;
+        let reply = self
+            .request("join", json!({ "name": name, "room": room }))
+            .await;
         assert_ok(&reply, &format!("[{}] join {name:?} {room:?}", self.label));
         reply
     }
@@ -533,8 +552,14 @@ async fn read_loop(
                         let _ = tx.send(Err(data));
                     }
                 }
-                Ok(SocketPacket::Event { event, mut args, .. }) => {
-                    let payload = if args.is_empty() { Value::Null } else { args.remove(0) };
+                Ok(SocketPacket::Event {
+                    event, mut args, ..
+                }) => {
+                    let payload = if args.is_empty() {
+                        Value::Null
+                    } else {
+                        args.remove(0)
+                    };
                     let _ = events.send((event, payload));
                 }
                 Ok(SocketPacket::Ack { id, args, .. }) => {
