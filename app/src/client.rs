@@ -15,13 +15,15 @@ use crate::codec::{
     decode_engine, decode_socket, encode_engine, encode_frame, EnginePacket, SocketPacket,
 };
 use crate::protocol::{
-    decode_reply, event, ErrorCode, JoinReply, Message, Presence, ProtocolError, SendReply,
-    TypingNotice,
+    decode_reply, event, ErrorCode, HistoryReply, JoinReply, Message, Presence, ProtocolError,
+    SendReply, TypingNotice, JOIN_HISTORY,
 };
-use crate::store::{Action, ChatStore, Connection, Delivery, Line, LineKind};
+use crate::store::{id_range, Action, ChatStore, Connection, Delivery, Line, LineKind};
 
 /// localStorage key of the name the user joined with, to rejoin after a reload.
 pub const NAME_KEY: &str = "banter.name";
+/// localStorage key prefix of a room's unsent messages, so a reload does not lose them.
+const OUTBOX_KEY: &str = "banter.outbox.";
 const ACK_TIMEOUT_MS: f64 = 10_000.0;
 const HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
 /// Typing stops counting this long after the last keystroke.
@@ -44,6 +46,7 @@ enum Awaiting {
     Join { automatic: bool },
     Send { uid: u64 },
     Leave,
+    History,
 }
 
 enum SessionEnd {
@@ -78,6 +81,38 @@ fn now() -> f64 {
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
+}
+
+/// An unsent message as kept in localStorage.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Unsent {
+    client_id: String,
+    author: String,
+    text: String,
+    ts: i64,
+}
+
+fn restore_outbox(store: &ChatStore, room: &str) {
+    let saved = storage()
+        .and_then(|s| s.get_item(&format!("{OUTBOX_KEY}{room}")).ok().flatten())
+        .and_then(|json| serde_json::from_str::<Vec<Unsent>>(&json).ok())
+        .unwrap_or_default();
+    for unsent in saved {
+        let uid = store.next_uid();
+        store.lines.update(|lines| {
+            lines.push(Line {
+                uid,
+                ts: unsent.ts,
+                kind: LineKind::Message {
+                    id: None,
+                    client_id: unsent.client_id,
+                    author: unsent.author,
+                    text: unsent.text,
+                    status: Delivery::Pending,
+                },
+            })
+        });
+    }
 }
 
 fn socket_url() -> Option<String> {
@@ -139,8 +174,10 @@ impl Client {
         if wanted_name.is_some() {
             store.joining.set(true);
         }
+        let room = store.room();
+        restore_outbox(&store, &room);
         Self {
-            room: store.room(),
+            room,
             store,
             wanted_name,
             joined: false,
@@ -272,11 +309,49 @@ impl Client {
     fn on_connected(&mut self) {
         if let Some(name) = self.wanted_name.clone() {
             self.store.joining.set(true);
-            self.request(
-                event::JOIN,
-                json!({ "name": name, "room": self.room }),
-                Awaiting::Join { automatic: true },
-            );
+            self.rejoin(name);
+        }
+    }
+
+    /// Joins for the page itself, not the user: with `since`, so the reply carries exactly
+    /// the messages this page has not seen.
+    fn rejoin(&mut self, name: String) {
+        let mut payload = json!({ "name": name, "room": self.room });
+        if let Some((_, newest)) = self.store.lines.with_untracked(|lines| id_range(lines)) {
+            payload["since"] = json!(newest);
+        }
+        self.request(event::JOIN, payload, Awaiting::Join { automatic: true });
+    }
+
+    /// Keeps this room's unsent messages in localStorage, so a reload resends them.
+    fn save_outbox(&self) {
+        let unsent: Vec<Unsent> = self.store.lines.with_untracked(|lines| {
+            lines
+                .iter()
+                .filter_map(|line| match &line.kind {
+                    LineKind::Message {
+                        id: None,
+                        client_id,
+                        author,
+                        text,
+                        ..
+                    } => Some(Unsent {
+                        client_id: client_id.clone(),
+                        author: author.clone(),
+                        text: text.clone(),
+                        ts: line.ts,
+                    }),
+                    _ => None,
+                })
+                .collect()
+        });
+        if let Some(storage) = storage() {
+            let key = format!("{OUTBOX_KEY}{}", self.room);
+            let _ = if unsent.is_empty() {
+                storage.remove_item(&key)
+            } else {
+                storage.set_item(&key, &serde_json::to_string(&unsent).unwrap_or_default())
+            };
         }
     }
 
@@ -312,6 +387,14 @@ impl Client {
 
     fn handle_action(&mut self, action: Action) {
         let online = self.store.connection.get_untracked() == Connection::Online;
+        let changes_outbox = matches!(action, Action::Send(_) | Action::Discard(_) | Action::Leave);
+        self.act(action, online);
+        if changes_outbox {
+            self.save_outbox();
+        }
+    }
+
+    fn act(&mut self, action: Action, online: bool) {
         match action {
             Action::Join(name) => {
                 self.wanted_name = Some(name.clone());
@@ -368,6 +451,27 @@ impl Client {
                 }
             }
             Action::Typing(false) => self.stop_typing(),
+            Action::LoadOlder => {
+                let oldest = self
+                    .store
+                    .lines
+                    .with_untracked(|lines| id_range(lines))
+                    .map(|(low, _)| low);
+                let busy = self.store.loading_older.get_untracked();
+                if let (Some(oldest), true, false, true) = (
+                    oldest,
+                    self.joined && online,
+                    busy,
+                    self.store.older_available.get_untracked(),
+                ) {
+                    self.store.loading_older.set(true);
+                    self.request(
+                        event::HISTORY,
+                        json!({ "room": self.room, "before": oldest, "limit": JOIN_HISTORY }),
+                        Awaiting::History,
+                    );
+                }
+            }
             Action::Leave => {
                 if self.joined && online {
                     self.request(event::LEAVE, json!({ "room": self.room }), Awaiting::Leave);
@@ -549,7 +653,10 @@ impl Client {
             Awaiting::Send { uid } => {
                 self.in_flight = None;
                 match decode_reply::<SendReply>(payload) {
-                    Ok(reply) => self.store.merge_messages(vec![reply.message]),
+                    Ok(reply) => {
+                        self.store.merge_messages(vec![reply.message]);
+                        self.save_outbox();
+                    }
                     Err(error) if error.code == ErrorCode::NotJoined => {
                         // Our membership lapsed (e.g. a server restart): rejoin, then resend.
                         self.joined = false;
@@ -560,7 +667,20 @@ impl Client {
                 }
                 self.pump();
             }
-            Awaiting::Leave => self.forget_membership(),
+            Awaiting::Leave => {
+                self.forget_membership();
+                self.save_outbox();
+            }
+            Awaiting::History => {
+                self.store.loading_older.set(false);
+                match decode_reply::<HistoryReply>(payload) {
+                    Ok(reply) => {
+                        self.store.older_available.set(reply.more);
+                        self.store.merge_messages(reply.messages);
+                    }
+                    Err(error) => leptos::logging::warn!("banter: history refused: {error}"),
+                }
+            }
         }
     }
 
@@ -574,9 +694,26 @@ impl Client {
                 }
                 self.store.join_error.set(None);
                 self.store.joining.set(false);
-                self.store.me.set(Some(reply.name));
+                let first_page = self
+                    .store
+                    .lines
+                    .with_untracked(|lines| id_range(lines))
+                    .is_none();
+                if first_page {
+                    // The latest page came back full: older messages may exist.
+                    self.store
+                        .older_available
+                        .set(reply.history.len() >= JOIN_HISTORY as usize);
+                }
+                self.store.me.set(Some(reply.name.clone()));
                 self.store.members.set(reply.members);
                 self.store.merge_messages(reply.history);
+                if reply.truncated {
+                    // More than one catch-up page was missed: fetch the next before sending.
+                    self.joined = false;
+                    self.rejoin(reply.name);
+                    return;
+                }
                 self.pump();
             }
             Err(error)

@@ -194,24 +194,44 @@ fn ChatRoom() -> impl IntoView {
 fn MessageLog() -> impl IntoView {
     let store = expect_context::<ChatStore>();
     let log = NodeRef::<html::Ul>::new();
-    // Follow new messages only while the reader is at the bottom.
+    // Follow new messages only while the reader is at the bottom; when older messages are
+    // put above, keep what the reader was looking at in place.
     let stick_to_bottom = StoredValue::new(true);
+    let from_bottom = StoredValue::new(0);
+    let first_uid = StoredValue::new(None::<u64>);
     let on_scroll = move |_| {
         if let Some(el) = log.get_untracked() {
             let distance = el.scroll_height() - el.scroll_top() - el.client_height();
             stick_to_bottom.set_value(distance < 48);
+            from_bottom.set_value(distance);
+            if el.scroll_top() < 32 && store.older_available.get_untracked() {
+                store.dispatch(Action::LoadOlder);
+            }
         }
     };
     Effect::new(move |_| {
-        store.lines.track();
-        if let Some(el) = log.get() {
-            if stick_to_bottom.get_value() {
-                el.set_scroll_top(el.scroll_height());
-            }
+        let first = store.lines.with(|lines| lines.first().map(|line| line.uid));
+        let Some(el) = log.get() else { return };
+        if stick_to_bottom.get_value() {
+            el.set_scroll_top(el.scroll_height());
+        } else if first != first_uid.get_value() {
+            el.set_scroll_top(el.scroll_height() - el.client_height() - from_bottom.get_value());
         }
+        first_uid.set_value(first);
     });
     view! {
         <ul class="log" role="log" aria-label="Messages" node_ref=log on:scroll=on_scroll>
+            <Show when=move || store.older_available.get()>
+                <li class="older">
+                    <button
+                        type="button"
+                        disabled=move || store.loading_older.get()
+                        on:click=move |_| store.dispatch(Action::LoadOlder)
+                    >
+                        {move || if store.loading_older.get() { "Loading…" } else { "Load older messages" }}
+                    </button>
+                </li>
+            </Show>
             <For each=move || store.lines.get() key=|line| line.render_key() let:line>
                 <LogLine line/>
             </For>

@@ -13,6 +13,8 @@ pub mod event {
     pub const MESSAGE: &str = "message";
     pub const TYPING: &str = "typing";
     pub const LEAVE: &str = "leave";
+    pub const HISTORY: &str = "history";
+    pub const ROOMS: &str = "rooms";
     pub const JOINED: &str = "joined";
     pub const LEFT: &str = "left";
     /// Sent when a refused request carried no ack callback to answer on.
@@ -25,6 +27,12 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_ROOM_CHARS: usize = 64;
 pub const MAX_TEXT_CHARS: usize = 4000;
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
+/// Messages a `join` without `since` returns.
+pub const JOIN_HISTORY: u32 = 50;
+/// Messages a `join` with `since` returns at most before it reports `truncated`.
+pub const CATCH_UP_LIMIT: u32 = 500;
+/// The largest page a `history` request may ask for.
+pub const MAX_HISTORY_PAGE: u32 = 100;
 /// How long a typing indicator lasts without a refresh.
 pub const TYPING_TTL_MS: u64 = 5_000;
 
@@ -44,6 +52,10 @@ pub struct Message {
 pub struct JoinRequest {
     pub name: String,
     pub room: String,
+    /// The newest message id the client already holds: the reply then carries every
+    /// message after it (up to 500) instead of the latest 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +81,47 @@ pub struct JoinReply {
     pub room: String,
     pub name: String,
     pub members: Vec<String>,
+    /// Oldest first.
     pub history: Vec<Message>,
+    /// True when more messages followed `since` than `history` holds: page with
+    /// another `join` using the last id received.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    pub room: String,
+    /// Return messages with ids below this one.
+    pub before: u64,
+    #[serde(default = "default_history_page")]
+    pub limit: u32,
+}
+
+fn default_history_page() -> u32 {
+    JOIN_HISTORY
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// True when older messages exist.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomsReply {
+    pub rooms: Vec<RoomInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    /// People online in the room now.
+    pub online: usize,
+    /// When its last message was written; null for a room without messages.
+    pub last_ts: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

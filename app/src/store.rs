@@ -86,6 +86,8 @@ pub enum Action {
     Discard(u64),
     Typing(bool),
     Leave,
+    /// Fetch the page of history before the oldest message shown.
+    LoadOlder,
 }
 
 #[derive(Clone, Copy)]
@@ -101,6 +103,9 @@ pub struct ChatStore {
     pub members: RwSignal<Vec<String>>,
     pub lines: RwSignal<Vec<Line>>,
     pub typing: RwSignal<Vec<String>>,
+    /// Whether the server may hold messages older than the oldest one shown.
+    pub older_available: RwSignal<bool>,
+    pub loading_older: RwSignal<bool>,
     next_uid: StoredValue<u64>,
     actions: StoredValue<Option<UnboundedSender<Action>>>,
 }
@@ -117,6 +122,8 @@ impl ChatStore {
             members: RwSignal::new(Vec::new()),
             lines: RwSignal::new(Vec::new()),
             typing: RwSignal::new(Vec::new()),
+            older_available: RwSignal::new(false),
+            loading_older: RwSignal::new(false),
             next_uid: StoredValue::new(0),
             actions: StoredValue::new(None),
         }
@@ -161,6 +168,18 @@ impl ChatStore {
         self.lines
             .update(|lines| merge_messages(lines, messages.into_iter().zip(uids)));
     }
+}
+
+/// The newest and oldest server ids in the log.
+pub fn id_range(lines: &[Line]) -> Option<(u64, u64)> {
+    let ids = lines.iter().filter_map(|line| match &line.kind {
+        LineKind::Message { id: Some(id), .. } => Some(*id),
+        _ => None,
+    });
+    ids.fold(None, |range, id| match range {
+        None => Some((id, id)),
+        Some((low, high)) => Some((low.min(id), high.max(id))),
+    })
 }
 
 /// Merges server messages into the log: a message already shown (by id, or a pending

@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
 import {
   test as base,
@@ -84,6 +85,8 @@ export class BanterServer {
   readonly bin: string;
   readonly cwd: string;
   readonly env: NodeJS.ProcessEnv;
+  /** The SQLite file this server writes; kept across restarts. */
+  readonly database: string;
   readonly port: number;
   readonly url: string;
   /** Every start, SIGTERM and exit, with the server's stdout and stderr, in order. */
@@ -99,6 +102,7 @@ export class BanterServer {
     this.env = opts.env;
     this.port = opts.port;
     this.url = `http://127.0.0.1:${opts.port}`;
+    this.database = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "banter-db-")), "banter.db");
   }
 
   static async start(opts: ServerOptions = {}): Promise<BanterServer> {
@@ -140,7 +144,8 @@ export class BanterServer {
   }
 
   private async launch(): Promise<void> {
-    const args = ["--addr", `127.0.0.1:${this.port}`];
+    // A fresh database per server; a restart of the same server keeps it.
+    const args = ["--addr", `127.0.0.1:${this.port}`, "--database", `sqlite://${this.database}`];
     this.note(`spawn ${this.bin} ${args.join(" ")} (cwd ${this.cwd})`);
     const child = spawn(this.bin, args, {
       cwd: this.cwd,

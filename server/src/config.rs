@@ -17,9 +17,9 @@ pub struct Config {
     #[arg(long, env = "BANTER_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Messages each room keeps in memory (history and resend dedupe).
-    #[arg(long, env = "BANTER_HISTORY_CAPACITY", default_value_t = ChatOptions::default().history_capacity)]
-    pub history_capacity: usize,
+    /// Where messages are stored: `sqlite://PATH` (created on first start).
+    #[arg(long, env = "BANTER_DATABASE", default_value = "sqlite://banter.db")]
+    pub database: String,
 
     /// Packets buffered per connection before it is disconnected as a slow consumer.
     #[arg(long, env = "BANTER_SOCKET_BUFFER", default_value_t = ChatOptions::default().socket_buffer)]
@@ -29,7 +29,6 @@ pub struct Config {
 impl Config {
     pub fn chat_options(&self) -> ChatOptions {
         ChatOptions {
-            history_capacity: self.history_capacity,
             socket_buffer: self.socket_buffer,
             ..ChatOptions::default()
         }

@@ -4,6 +4,7 @@
 mod assets;
 pub mod chat;
 pub mod config;
+pub mod storage;
 
 use app::components::{shell, App};
 use axum::Router;
@@ -11,19 +12,22 @@ use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use socketioxide::SocketIo;
 
+use std::sync::Arc;
+
 pub use chat::ChatOptions;
 pub use config::Config;
+use storage::Storage;
 
 /// The whole application: pages, assets and `/socket.io/`.
-pub fn app(options: ChatOptions) -> Router {
-    build(options).0
+pub fn app(options: ChatOptions, storage: Arc<dyn Storage>) -> Router {
+    build(options, storage).0
 }
 
 /// The application and a handle on its Socket.IO server, to close every connection on
 /// shutdown (open WebSockets would otherwise hold a graceful shutdown forever).
-pub fn build(options: ChatOptions) -> (Router, SocketIo) {
+pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, SocketIo) {
     let leptos_options = leptos_options();
-    let chat = chat::Chat::new(options.clone());
+    let chat = chat::Chat::new(options.clone(), storage);
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(options.socket_buffer)
         .with_state(chat)

@@ -1,8 +1,16 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] server::storage::StorageError),
+}
+
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), StartError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -12,13 +20,16 @@ async fn main() -> std::io::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("Banter listening on http://{}", listener.local_addr()?);
-    let (router, io) = server::build(config.chat_options());
+    let storage = server::storage::open(&config.database).await?;
+    tracing::info!(database = %config.database, "storage ready");
+    let (router, io) = server::build(config.chat_options(), storage);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             io.close().await;
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -8,16 +8,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{client_id, Client};
+use support::{client_id, start_server_with, Client};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-async fn start_server_with(options: server::ChatOptions) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = server::app(options);
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected_and_nobody_else_loses_anything() {

@@ -3,13 +3,15 @@
 mod rooms;
 mod session;
 mod turnstile;
+mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use app::protocol::{
-    self, event, EmptyReply, ErrorCode, JoinReply, JoinRequest, LeaveRequest, Message, Presence,
-    ProtocolError, SendReply, SendRequest, TypingNotice, TypingRequest,
+    self, event, EmptyReply, ErrorCode, HistoryReply, HistoryRequest, JoinReply, JoinRequest,
+    LeaveRequest, Message, Presence, ProtocolError, RoomInfo, RoomsReply, SendReply, SendRequest,
+    TypingNotice, TypingRequest,
 };
 use serde::de::DeserializeOwned;
 use socketioxide::extract::{SocketRef, State, TryData};
@@ -19,26 +21,25 @@ use socketioxide::ParserError;
 use rooms::{lock, Admission, Rooms};
 use session::{session_of, Request, Session};
 
+use crate::storage::{Storage, StorageError};
+
 /// Tunables of the chat service.
 #[derive(Debug, Clone)]
 pub struct ChatOptions {
-    /// Messages each room keeps in memory for `join` history and `client_id` dedupe.
-    pub history_capacity: usize,
-    /// Messages a `join` reply carries.
-    pub join_history: usize,
     /// Packets buffered per socket before it counts as a slow consumer.
     pub socket_buffer: usize,
     /// Rooms one socket may be in at once.
     pub max_rooms_per_socket: usize,
+    /// Messages the writer commits in one transaction at most.
+    pub max_batch: usize,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
         Self {
-            history_capacity: 1_000,
-            join_history: 50,
             socket_buffer: 4_096,
             max_rooms_per_socket: 32,
+            max_batch: 512,
         }
     }
 }
@@ -47,15 +48,20 @@ impl Default for ChatOptions {
 pub struct Chat {
     options: ChatOptions,
     rooms: Rooms,
+    storage: Arc<dyn Storage>,
+    writer: writer::WriterHandle,
 }
 
 pub type ChatState = Arc<Chat>;
 
 impl Chat {
-    pub fn new(options: ChatOptions) -> ChatState {
-        Arc::new(Chat {
+    /// The chat service and its writer task; needs a Tokio runtime.
+    pub fn new(options: ChatOptions, storage: Arc<dyn Storage>) -> ChatState {
+        Arc::new_cyclic(|chat| Chat {
+            writer: writer::spawn(chat.clone(), storage.clone(), options.max_batch),
             options,
             rooms: Rooms::default(),
+            storage,
         })
     }
 
@@ -105,6 +111,8 @@ pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::In
     socket.on(event::MESSAGE, on_message);
     socket.on(event::TYPING, on_typing);
     socket.on(event::LEAVE, on_leave);
+    socket.on(event::HISTORY, on_history);
+    socket.on(event::ROOMS, on_rooms);
     socket.on_disconnect(on_disconnect);
     Ok(())
 }
@@ -149,19 +157,27 @@ fn not_joined(room: &str) -> ProtocolError {
     )
 }
 
+fn unavailable(err: StorageError) -> ProtocolError {
+    tracing::error!(%err, "storage failed");
+    ProtocolError::new(
+        ErrorCode::Unavailable,
+        "The server could not reach its database; try again.",
+    )
+}
+
 async fn on_join(
     State(chat): State<ChatState>,
     request: Request,
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(&chat, event::JOIN, |socket, session| {
-            join(&chat, socket, session, data)
+        .handle(&chat.clone(), event::JOIN, |socket, session| async move {
+            join(&chat, &socket, &session, data).await
         })
         .await;
 }
 
-fn join(
+async fn join(
     chat: &Chat,
     socket: &SocketRef,
     session: &Session,
@@ -188,36 +204,81 @@ fn join(
         ));
     }
 
-    let room = chat.rooms.get_or_create(&req.room);
+    // Admit first, then read history: a message committed in between reaches the client
+    // both live and in history, which it merges by id. The other order could lose it.
+    let (newly_joined, members) = admit(chat, socket, session, &req.room, &name)?;
+    if newly_joined {
+        chat.storage
+            .touch_room(&req.room, now_ms())
+            .await
+            .map_err(unavailable)?;
+    }
+    let (history, truncated) = match req.since {
+        Some(since) => {
+            let mut history = chat
+                .storage
+                .after(&req.room, since, protocol::CATCH_UP_LIMIT + 1)
+                .await
+                .map_err(unavailable)?;
+            let truncated = history.len() > protocol::CATCH_UP_LIMIT as usize;
+            history.truncate(protocol::CATCH_UP_LIMIT as usize);
+            (history, truncated)
+        }
+        None => {
+            let history = chat
+                .storage
+                .before(&req.room, u64::MAX, protocol::JOIN_HISTORY)
+                .await
+                .map_err(unavailable)?;
+            (history, false)
+        }
+    };
+    Ok(JoinReply {
+        room: req.room,
+        name,
+        members,
+        history,
+        truncated,
+    })
+}
+
+/// Adds the socket to the room's members and tells the others; returns whether it is
+/// new there and who is online.
+fn admit(
+    chat: &Chat,
+    socket: &SocketRef,
+    session: &Session,
+    room_name: &str,
+    name: &str,
+) -> Result<(bool, Vec<String>), ProtocolError> {
+    let room = chat.rooms.get_or_create(room_name);
     let mut room = lock(&room);
-    let slow = match room.admit(socket, &name) {
+    let (newly_joined, slow) = match room.admit(socket, name) {
         Admission::NameTaken => {
             return Err(ProtocolError::new(
                 ErrorCode::NameTaken,
                 format!("Someone called \"{name}\" is already in this room."),
             ))
         }
-        Admission::AlreadyMember => Vec::new(),
+        Admission::AlreadyMember => (false, Vec::new()),
         Admission::Joined => {
-            session.set_name(&name);
-            session.add_room(&req.room);
+            session.set_name(name);
+            session.add_room(room_name);
             let notice = Presence {
-                room: req.room.clone(),
-                name: name.clone(),
+                room: room_name.to_owned(),
+                name: name.to_owned(),
                 ts: now_ms(),
             };
-            room.broadcast(Some(socket.id), event::JOINED, &notice)
+            (
+                true,
+                room.broadcast(Some(socket.id), event::JOINED, &notice),
+            )
         }
     };
-    let reply = JoinReply {
-        room: req.room,
-        name,
-        members: room.member_names(),
-        history: room.recent(chat.options.join_history),
-    };
+    let members = room.member_names();
     drop(room);
     chat.drop_slow_consumers(slow);
-    Ok(reply)
+    Ok((newly_joined, members))
 }
 
 async fn on_message(
@@ -226,13 +287,15 @@ async fn on_message(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(&chat, event::MESSAGE, |socket, session| {
-            send(&chat, socket, session, data)
-        })
+        .handle(
+            &chat.clone(),
+            event::MESSAGE,
+            |socket, session| async move { send(&chat, &socket, &session, data).await },
+        )
         .await;
 }
 
-fn send(
+async fn send(
     chat: &Chat,
     socket: &SocketRef,
     session: &Session,
@@ -242,44 +305,116 @@ fn send(
     let req: SendRequest = parse(data)?;
     protocol::validate_client_id(&req.client_id)?;
     let text = protocol::validate_text(&req.text)?;
-    let room = match (session.is_in(&req.room), chat.rooms.get(&req.room)) {
+    let author = author_in(chat, socket, session, &req.room)?;
+    // A resend of a message already stored gets the original back, stored and sent once.
+    if let Some(original) = chat
+        .storage
+        .find_by_client_id(&req.room, &author, &req.client_id)
+        .await
+        .map_err(unavailable)?
+    {
+        return Ok(SendReply { message: original });
+    }
+    let message = Message {
+        id: 0,
+        room: req.room,
+        author,
+        text,
+        ts: now_ms(),
+        client_id: req.client_id,
+    };
+    // The writer commits it, then fans it out, then answers: the ack means it is stored.
+    let message = chat.writer.write(message, socket.id).await?;
+    Ok(SendReply { message })
+}
+
+/// The sender's name in the room; also ends its typing indicator, as the server does
+/// whenever someone sends.
+fn author_in(
+    chat: &Chat,
+    socket: &SocketRef,
+    session: &Session,
+    room_name: &str,
+) -> Result<String, ProtocolError> {
+    let room = match (session.is_in(room_name), chat.rooms.get(room_name)) {
         (true, Some(room)) => room,
-        _ => return Err(not_joined(&req.room)),
+        _ => return Err(not_joined(room_name)),
     };
     let mut room = lock(&room);
     let Some(member) = room.member_mut(socket.id) else {
-        return Err(not_joined(&req.room));
+        return Err(not_joined(room_name));
     };
     let author = member.name.clone();
-    let was_typing = std::mem::take(&mut member.typing);
-
-    if let Some(original) = room.find_by_client_id(&author, &req.client_id) {
-        return Ok(SendReply { message: original });
-    }
-    let message = room.append(
-        Message {
-            id: 0,
-            room: req.room.clone(),
-            author: author.clone(),
-            text,
-            ts: now_ms(),
-            client_id: req.client_id,
-        },
-        chat.options.history_capacity,
-    );
-    let mut slow = Vec::new();
-    if was_typing {
+    let slow = if std::mem::take(&mut member.typing) {
         let notice = TypingNotice {
-            room: req.room,
-            name: author,
+            room: room_name.to_owned(),
+            name: author.clone(),
             typing: false,
         };
-        slow.extend(room.broadcast(Some(socket.id), event::TYPING, &notice));
-    }
-    slow.extend(room.broadcast(Some(socket.id), event::MESSAGE, &message));
+        room.broadcast(Some(socket.id), event::TYPING, &notice)
+    } else {
+        Vec::new()
+    };
     drop(room);
     chat.drop_slow_consumers(slow);
-    Ok(SendReply { message })
+    Ok(author)
+}
+
+async fn on_history(
+    State(chat): State<ChatState>,
+    request: Request,
+    TryData(data): TryData<serde_json::Value>,
+) {
+    request
+        .handle(
+            &chat.clone(),
+            event::HISTORY,
+            |_socket, session| async move {
+                let req: HistoryRequest = parse(data)?;
+                if !session.is_in(&req.room) {
+                    return Err(not_joined(&req.room));
+                }
+                if req.limit == 0 || req.limit > protocol::MAX_HISTORY_PAGE {
+                    return Err(ProtocolError::new(
+                        ErrorCode::BadRequest,
+                        format!("limit must be 1 to {}.", protocol::MAX_HISTORY_PAGE),
+                    ));
+                }
+                let mut messages = chat
+                    .storage
+                    .before(&req.room, req.before, req.limit + 1)
+                    .await
+                    .map_err(unavailable)?;
+                // One extra row tells whether anything older exists; it is not returned.
+                let more = messages.len() > req.limit as usize;
+                if more {
+                    messages.remove(0);
+                }
+                Ok(HistoryReply { messages, more })
+            },
+        )
+        .await;
+}
+
+async fn on_rooms(State(chat): State<ChatState>, request: Request) {
+    request
+        .handle(
+            &chat.clone(),
+            event::ROOMS,
+            |_socket, _session| async move {
+                let stored = chat.storage.rooms().await.map_err(unavailable)?;
+                let rooms = stored
+                    .into_iter()
+                    .map(|room| RoomInfo {
+                        online: chat.rooms.online(&room.name),
+                        name: room.name,
+                        last_ts: room.last_ts,
+                    })
+                    .collect();
+                Ok(RoomsReply { rooms })
+            },
+        )
+        .await;
 }
 
 async fn on_typing(
@@ -289,8 +424,8 @@ async fn on_typing(
 ) {
     // Typing needs no ack; a refusal still reaches the client as an `error` event.
     request
-        .handle(&chat, event::TYPING, |socket, session| {
-            typing(&chat, socket, session, data).map(|()| EmptyReply {})
+        .handle(&chat.clone(), event::TYPING, |socket, session| async move {
+            typing(&chat, &socket, &session, data).map(|()| EmptyReply {})
         })
         .await;
 }
@@ -359,10 +494,10 @@ async fn on_leave(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(&chat, event::LEAVE, |socket, session| {
+        .handle(&chat.clone(), event::LEAVE, |socket, session| async move {
             let req: LeaveRequest = parse(data)?;
             let slow =
-                leave(&chat, socket, session, &req.room).ok_or_else(|| not_joined(&req.room))?;
+                leave(&chat, &socket, &session, &req.room).ok_or_else(|| not_joined(&req.room))?;
             chat.drop_slow_consumers(slow);
             Ok(EmptyReply {})
         })

@@ -1,12 +1,12 @@
-//! Rooms: who is online, the recent history, and message ids.
+//! Rooms: who is online in each, and fan-out to them.
 //!
 //! Each room has its own lock, held only for synchronous work (socketioxide's `emit`
 //! never waits), so fan-out happens in id order and no lock is held across an await.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use app::protocol::{name_key, Message};
+use app::protocol::name_key;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
@@ -19,14 +19,11 @@ pub struct Member {
     pub typing: bool,
 }
 
+/// Who is in a room; its messages live in storage.
 #[derive(Default)]
 pub struct Room {
     /// In the order they joined.
     members: Vec<Member>,
-    last_id: u64,
-    history: VecDeque<Message>,
-    /// (author key, client_id) → message id, for the messages still in `history`.
-    by_client_id: HashMap<(String, String), u64>,
 }
 
 pub enum Admission {
@@ -69,39 +66,6 @@ impl Room {
 
     pub fn member_names(&self) -> Vec<String> {
         self.members.iter().map(|m| m.name.clone()).collect()
-    }
-
-    /// The newest `limit` messages, oldest first.
-    pub fn recent(&self, limit: usize) -> Vec<Message> {
-        let skip = self.history.len().saturating_sub(limit);
-        self.history.iter().skip(skip).cloned().collect()
-    }
-
-    /// The message this author already sent with this client_id, if it is still known.
-    pub fn find_by_client_id(&self, author: &str, client_id: &str) -> Option<Message> {
-        let id = *self
-            .by_client_id
-            .get(&(name_key(author), client_id.to_owned()))?;
-        let first = self.history.front()?.id;
-        self.history.get(usize::try_from(id - first).ok()?).cloned()
-    }
-
-    /// Stores a message under the next id, keeping at most `capacity` messages.
-    pub fn append(&mut self, mut message: Message, capacity: usize) -> Message {
-        self.last_id += 1;
-        message.id = self.last_id;
-        self.by_client_id.insert(
-            (name_key(&message.author), message.client_id.clone()),
-            message.id,
-        );
-        self.history.push_back(message.clone());
-        while self.history.len() > capacity.max(1) {
-            if let Some(old) = self.history.pop_front() {
-                self.by_client_id
-                    .remove(&(name_key(&old.author), old.client_id));
-            }
-        }
-        message
     }
 
     /// Sends an event to every member but `except`. Returns the sockets whose send
@@ -148,6 +112,11 @@ impl Rooms {
 
     pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
         lock(&self.rooms).get(name).cloned()
+    }
+
+    /// People online in a room.
+    pub fn online(&self, name: &str) -> usize {
+        self.get(name).map_or(0, |room| lock(&room).members.len())
     }
 }
 

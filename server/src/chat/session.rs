@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -111,12 +112,12 @@ impl FromMessageParts<LocalAdapter> for Request {
 
 impl Request {
     /// Waits for this socket's earlier requests to finish, does the work, and answers.
-    pub async fn handle<T: Serialize>(
-        self,
-        chat: &Chat,
-        event: &str,
-        work: impl FnOnce(&SocketRef, &Session) -> Result<T, ProtocolError>,
-    ) {
+    pub async fn handle<T, F, Fut>(self, chat: &Chat, event: &str, work: F)
+    where
+        T: Serialize,
+        F: FnOnce(SocketRef, Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<T, ProtocolError>>,
+    {
         let session = self.session.clone();
         let _turn = session.turnstile.wait(self.ticket).await;
         let result = if session.is_evicted() {
@@ -125,7 +126,7 @@ impl Request {
                 "This connection fell too far behind and is being closed; reconnect.",
             ))
         } else {
-            work(&self.socket, &session)
+            work(self.socket.clone(), session.clone()).await
         };
         self.respond(chat, event, result);
     }

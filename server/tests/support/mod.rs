@@ -29,11 +29,21 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the negative checks listen for an event that must not come.
 pub const QUIET: Duration = Duration::from_millis(500);
 
-/// Starts a real Banter server on a free loopback port and returns its address.
+/// Starts a real Banter server on a free loopback port, with a fresh in-memory database,
+/// and returns its address.
 pub async fn start_server() -> SocketAddr {
+    start_server_with(server::ChatOptions::default()).await
+}
+
+pub async fn start_server_with(options: server::ChatOptions) -> SocketAddr {
+    let storage = server::storage::open("sqlite::memory:").await.unwrap();
+    serve(server::app(options, storage)).await
+}
+
+/// Serves a router on a free loopback port.
+pub async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router: axum::Router = server::app(server::ChatOptions::default());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
 }
