@@ -16,7 +16,7 @@ use crate::codec::{
 };
 use crate::protocol::{
     decode_reply, event, ErrorCode, HistoryReply, JoinReply, Message, Presence, ProtocolError,
-    SendReply, TypingNotice, JOIN_HISTORY,
+    RoomsReply, SendReply, TypingNotice, JOIN_HISTORY,
 };
 use crate::store::{id_range, Action, ChatStore, Connection, Delivery, Line, LineKind};
 
@@ -24,6 +24,10 @@ use crate::store::{id_range, Action, ChatStore, Connection, Delivery, Line, Line
 pub const NAME_KEY: &str = "banter.name";
 /// localStorage key prefix of a room's unsent messages, so a reload does not lose them.
 const OUTBOX_KEY: &str = "banter.outbox.";
+/// localStorage key of the newest message id read per room.
+const READ_KEY: &str = "banter.read";
+/// How often the room list (online and unread counts) is refreshed.
+const ROOMS_REFRESH_MS: f64 = 10_000.0;
 const ACK_TIMEOUT_MS: f64 = 10_000.0;
 const HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
 /// Typing stops counting this long after the last keystroke.
@@ -47,6 +51,7 @@ enum Awaiting {
     Send { uid: u64 },
     Leave,
     History,
+    Rooms,
 }
 
 enum SessionEnd {
@@ -71,6 +76,7 @@ struct Client {
     in_flight: Option<u64>,
     typing_sent: Option<f64>,
     last_keystroke: f64,
+    rooms_fetched_at: f64,
     /// Frames produced by a step, flushed by the connection loop.
     outgoing: Vec<String>,
 }
@@ -176,6 +182,12 @@ impl Client {
         }
         let room = store.room();
         restore_outbox(&store, &room);
+        store.last_read.set(
+            storage()
+                .and_then(|s| s.get_item(READ_KEY).ok().flatten())
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
+        );
         Self {
             room,
             store,
@@ -188,6 +200,7 @@ impl Client {
             in_flight: None,
             typing_sent: None,
             last_keystroke: 0.0,
+            rooms_fetched_at: 0.0,
             outgoing: Vec::new(),
         }
     }
@@ -323,6 +336,33 @@ impl Client {
         self.request(event::JOIN, payload, Awaiting::Join { automatic: true });
     }
 
+    fn fetch_rooms(&mut self) {
+        self.rooms_fetched_at = now();
+        self.request(event::ROOMS, json!({}), Awaiting::Rooms);
+    }
+
+    /// Records the newest message of this room as read (the page shows it).
+    fn mark_read(&self) {
+        let Some((_, newest)) = self.store.lines.with_untracked(|lines| id_range(lines)) else {
+            return;
+        };
+        let room = self.room.clone();
+        let mut changed = false;
+        self.store.last_read.update(|read| {
+            let entry = read.entry(room).or_default();
+            if *entry < newest {
+                *entry = newest;
+                changed = true;
+            }
+        });
+        if changed {
+            if let Some(storage) = storage() {
+                let json = self.store.last_read.with_untracked(|read| serde_json::to_string(read).unwrap_or_default());
+                let _ = storage.set_item(READ_KEY, &json);
+            }
+        }
+    }
+
     /// Keeps this room's unsent messages in localStorage, so a reload resends them.
     fn save_outbox(&self) {
         let unsent: Vec<Unsent> = self.store.lines.with_untracked(|lines| {
@@ -378,6 +418,9 @@ impl Client {
         if self.rejoin_at.is_some_and(|at| now >= at) {
             self.rejoin_at = None;
             self.on_connected();
+        }
+        if self.joined && now - self.rooms_fetched_at > ROOMS_REFRESH_MS {
+            self.fetch_rooms();
         }
         if self.typing_sent.is_some() && now - self.last_keystroke > TYPING_IDLE_MS {
             self.stop_typing();
@@ -595,6 +638,7 @@ impl Client {
                             .typing
                             .update(|names| names.retain(|n| *n != author));
                         self.store.merge_messages(vec![message]);
+                        self.mark_read();
                     }
                 }
             }
@@ -671,6 +715,11 @@ impl Client {
                 self.forget_membership();
                 self.save_outbox();
             }
+            Awaiting::Rooms => {
+                if let Ok(reply) = decode_reply::<RoomsReply>(payload) {
+                    self.store.rooms.set(reply.rooms);
+                }
+            }
             Awaiting::History => {
                 self.store.loading_older.set(false);
                 match decode_reply::<HistoryReply>(payload) {
@@ -708,12 +757,14 @@ impl Client {
                 self.store.me.set(Some(reply.name.clone()));
                 self.store.members.set(reply.members);
                 self.store.merge_messages(reply.history);
+                self.mark_read();
                 if reply.truncated {
                     // More than one catch-up page was missed: fetch the next before sending.
                     self.joined = false;
                     self.rejoin(reply.name);
                     return;
                 }
+                self.fetch_rooms();
                 self.pump();
             }
             Err(error)

@@ -8,7 +8,9 @@ use leptos_router::hooks::use_params_map;
 use leptos_router::path;
 
 use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_CHARS};
-use crate::store::{typing_text, Action, ChatStore, Connection, Delivery, Line, LineKind};
+use crate::store::{
+    typing_text, unread, Action, ChatStore, Connection, Delivery, Line, LineKind,
+};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -92,8 +94,24 @@ fn ChatPage(room: String) -> impl IntoView {
         }
     });
 
+    // Unread messages in the other rooms, in the tab title.
+    let title = {
+        let room = room.clone();
+        move || {
+            let total: u64 = store.rooms.with(|rooms| {
+                store.last_read.with(|read| {
+                    rooms.iter().filter(|r| r.name != room).map(|r| unread(r, read)).sum()
+                })
+            });
+            if total > 0 {
+                format!("({total}) #{room} · Banter")
+            } else {
+                format!("#{room} · Banter")
+            }
+        }
+    };
     view! {
-        <Title text=format!("#{room} · Banter")/>
+        <Title text=title/>
         <div
             id="banter"
             class="app"
@@ -174,6 +192,7 @@ fn ChatRoom() -> impl IntoView {
     view! {
         <div class="room">
             <aside class="members">
+                <RoomList/>
                 <h2 id="online-heading">"Online"</h2>
                 <ul aria-label="Online">
                     <For each=move || store.members.get() key=|name| name.clone() let:name>
@@ -188,6 +207,86 @@ fn ChatRoom() -> impl IntoView {
             </section>
         </div>
     }
+}
+
+#[component]
+fn RoomList() -> impl IntoView {
+    let store = expect_context::<ChatStore>();
+    let current = store.room();
+    let (draft, set_draft) = signal(String::new());
+    let (error, set_error) = signal(None::<String>);
+    let navigate = leptos_router::hooks::use_navigate();
+    let on_create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = draft.get_untracked().trim().to_lowercase();
+        match validate_room(&name) {
+            Ok(()) => {
+                set_error.set(None);
+                set_draft.set(String::new());
+                navigate(&format!("/r/{name}"), Default::default());
+            }
+            Err(e) => set_error.set(Some(e.message)),
+        }
+    };
+    view! {
+        <nav class="rooms" aria-label="Rooms">
+            <h2>"Rooms"</h2>
+            <ul>
+                <For
+                    each=move || store.rooms.get()
+                    key=|room| (room.name.clone(), room.online, room.last_id)
+                    let:room
+                >
+                    {
+                        let is_current = room.name == current;
+                        let online = room.online;
+                        let name = room.name.clone();
+                        let href = format!("/r/{}", room.name);
+                        let count = move || {
+                            if is_current {
+                                0
+                            } else {
+                                store.last_read.with(|read| unread(&room, read))
+                            }
+                        };
+                        view! {
+                            <li class:current=is_current>
+                                <a href=href aria-current=is_current.then_some("page")>
+                                    "# "{name}
+                                </a>
+                                <span class="online-count" title="online now">
+                                    // The current room's count follows the live member list.
+                                    {move || if is_current { store.members.with(Vec::len) } else { online }}
+                                </span>
+                                {move || {
+                                    let n = count();
+                                    (n > 0).then(|| view! {
+                                        <span class="unread" aria-label=format!("{n} unread")>
+                                            {if n > 99 { "99+".to_owned() } else { n.to_string() }}
+                                        </span>
+                                    })
+                                }}
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+            <form class="new-room" on:submit=on_create>
+                <label for="new-room">"Room name"</label>
+                <input
+                    id="new-room"
+                    type="text"
+                    placeholder="new-room"
+                    maxlength=crate::protocol::MAX_ROOM_CHARS
+                    prop:value=draft
+                    on:input=move |ev| set_draft.set(event_target_value(&ev))
+                />
+                <button type="submit">"Create"</button>
+                {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
+            </form>
+        </nav>
+    }
+    .into_any()
 }
 
 #[component]
@@ -237,6 +336,7 @@ fn MessageLog() -> impl IntoView {
             </For>
         </ul>
     }
+    .into_any()
 }
 
 #[component]

@@ -120,6 +120,9 @@ pub struct RoomInfo {
     pub name: String,
     /// People online in the room now.
     pub online: usize,
+    /// The id of its newest message; 0 for a room without messages. With the newest id
+    /// a client has read, this gives its unread count.
+    pub last_id: u64,
     /// When its last message was written; null for a room without messages.
     pub last_ts: Option<i64>,
 }

@@ -7,7 +7,7 @@
 use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
 
-use crate::protocol::Message;
+use crate::protocol::{Message, RoomInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connection {
@@ -106,6 +106,10 @@ pub struct ChatStore {
     /// Whether the server may hold messages older than the oldest one shown.
     pub older_available: RwSignal<bool>,
     pub loading_older: RwSignal<bool>,
+    /// Every room, as the server last listed them.
+    pub rooms: RwSignal<Vec<RoomInfo>>,
+    /// The newest message id read per room (from localStorage), for unread counts.
+    pub last_read: RwSignal<std::collections::HashMap<String, u64>>,
     next_uid: StoredValue<u64>,
     actions: StoredValue<Option<UnboundedSender<Action>>>,
 }
@@ -124,6 +128,8 @@ impl ChatStore {
             typing: RwSignal::new(Vec::new()),
             older_available: RwSignal::new(false),
             loading_older: RwSignal::new(false),
+            rooms: RwSignal::new(Vec::new()),
+            last_read: RwSignal::new(std::collections::HashMap::new()),
             next_uid: StoredValue::new(0),
             actions: StoredValue::new(None),
         }
@@ -168,6 +174,12 @@ impl ChatStore {
         self.lines
             .update(|lines| merge_messages(lines, messages.into_iter().zip(uids)));
     }
+}
+
+/// Messages in a room newer than the newest one read there.
+pub fn unread(room: &RoomInfo, last_read: &std::collections::HashMap<String, u64>) -> u64 {
+    room.last_id
+        .saturating_sub(last_read.get(&room.name).copied().unwrap_or(0))
 }
 
 /// The newest and oldest server ids in the log.
@@ -316,6 +328,17 @@ mod tests {
         let mut lines = vec![pending(1, "alice", "c1")];
         merge_messages(&mut lines, [(msg(1, "bob", "b1"), 2)]);
         assert_eq!(ids(&lines), vec![Some(1), None]);
+    }
+
+    #[test]
+    fn unread_counts_what_came_after_the_last_read_id() {
+        let room = RoomInfo { name: "dev".into(), online: 1, last_id: 12, last_ts: Some(1) };
+        let mut read = std::collections::HashMap::new();
+        assert_eq!(unread(&room, &read), 12);
+        read.insert("dev".to_owned(), 10);
+        assert_eq!(unread(&room, &read), 2);
+        read.insert("dev".to_owned(), 15);
+        assert_eq!(unread(&room, &read), 0);
     }
 
     #[test]

@@ -34,7 +34,14 @@ test("join: the reply, and the refusals", async ({ server }) => {
   expect(bad.ok).toBe(false);
 
   const ok = await request(a, "join", { name: "  ann  ", room: "general" });
-  expect(ok).toEqual({ ok: true, room: "general", name: "ann", members: ["ann"], history: [] });
+  expect(ok).toEqual({
+    ok: true,
+    room: "general",
+    name: "ann",
+    members: ["ann"],
+    history: [],
+    truncated: false,
+  });
 
   const b = await connect(server.url, { transports: ["websocket"] });
   const taken = await request(b, "join", { name: "ANN", room: "general" });
@@ -245,4 +252,107 @@ test("refused requests without an ack get an error event", async ({ server }) =>
   expect(
     await request(a, "message", { room: "general", text: "still here", client_id: clientId() }),
   ).toMatchObject({ ok: true });
+});
+
+interface RoomInfo {
+  name: string;
+  online: number;
+  last_id: number;
+  last_ts: number | null;
+}
+
+test("history paging, the room list, and both after a server restart", async ({ server }) => {
+  const a = await connect(server.url);
+  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+  expect(await request(a, "join", { name: "ann", room: "quiet" })).toMatchObject({ ok: true });
+  const sent: WireMessage[] = [];
+  for (let i = 1; i <= 5; i++) {
+    const reply = await request(a, "message", {
+      room: "general",
+      text: `durable ${i}`,
+      client_id: `durable-${i}`,
+    });
+    expect(reply.ok).toBe(true);
+    sent.push(reply.message as WireMessage);
+  }
+  const ids = sent.map((m) => m.id);
+  expect([...ids].sort((x, y) => x - y)).toEqual(ids);
+  expect(new Set(ids).size).toBe(5);
+
+  // Scrolling back: newest page first, each page oldest first.
+  const newest = await request(a, "history", {
+    room: "general",
+    before: Number.MAX_SAFE_INTEGER,
+    limit: 2,
+  });
+  expect(newest).toMatchObject({ ok: true, more: true });
+  expect((newest.messages as WireMessage[]).map((m) => m.text)).toEqual(["durable 4", "durable 5"]);
+  const older = await request(a, "history", { room: "general", before: ids[3], limit: 100 });
+  expect(older).toMatchObject({ ok: true, more: false });
+  expect(older.messages).toEqual(sent.slice(0, 3));
+  const byDefault = await request(a, "history", { room: "general", before: ids[4] });
+  expect((byDefault.messages as WireMessage[]).length).toBe(4);
+  for (const bad of [
+    { room: "general", before: 10, limit: 0 },
+    { room: "general", before: 10, limit: 101 },
+    { room: "general", before: -1 },
+    { room: "general" },
+  ]) {
+    const reply = await request(a, "history", bad);
+    expect(reply, JSON.stringify(bad)).toMatchObject({ ok: false, error: { code: "bad_request" } });
+  }
+  const notJoined = await request(a, "history", { room: "elsewhere", before: 10 });
+  expect(notJoined).toMatchObject({ ok: false, error: { code: "not_joined" } });
+
+  // The room list, sorted by name.
+  const outsider = await connect(server.url, { transports: ["polling"] });
+  const rooms = await request(outsider, "rooms", {});
+  expect(rooms.ok).toBe(true);
+  const list = rooms.rooms as RoomInfo[];
+  expect(list.map((r) => r.name)).toEqual([...list.map((r) => r.name)].sort());
+  expect(list.find((r) => r.name === "general")).toEqual({
+    name: "general",
+    online: 1,
+    last_id: ids[4],
+    last_ts: sent[4].ts,
+  });
+  expect(list.find((r) => r.name === "quiet")).toEqual({
+    name: "quiet",
+    online: 1,
+    last_id: 0,
+    last_ts: null,
+  });
+  closeAll();
+
+  // Everything above survives a restart of the server.
+  const stopped = await server.stop();
+  expect(stopped.forced, "the server exits on SIGTERM within 10 s").toBe(false);
+  await server.restart();
+
+  const b = await connect(server.url);
+  const since = await request(b, "join", { name: "ann", room: "general", since: ids[1] });
+  expect(since).toMatchObject({ ok: true, truncated: false });
+  expect(since.history).toEqual(sent.slice(2));
+  const fromStart = await request(b, "join", { name: "ann", room: "general", since: 0 });
+  expect(fromStart.history).toEqual(sent);
+  const plain = await request(b, "join", { name: "ann", room: "general" });
+  expect(plain.history).toEqual(sent);
+
+  // A resend from before the restart is still recognised.
+  const resend = await request(b, "message", {
+    room: "general",
+    text: "durable 3",
+    client_id: "durable-3",
+  });
+  expect(resend).toMatchObject({ ok: true, message: sent[2] });
+  const next = await request(b, "message", {
+    room: "general",
+    text: "after the restart",
+    client_id: clientId(),
+  });
+  expect((next.message as WireMessage).id).toBeGreaterThan(ids[4]);
+
+  const after = (await request(b, "rooms", {})).rooms as RoomInfo[];
+  expect(after.find((r) => r.name === "quiet")).toMatchObject({ online: 0, last_id: 0 });
+  expect(after.find((r) => r.name === "general")).toMatchObject({ online: 1 });
 });

@@ -124,3 +124,35 @@ test("a message written during the outage is not lost and not doubled", async ({
   await expect(messageItem(bob.page, "a later message")).toHaveCount(1);
   await expect(atBob).toHaveCount(1);
 });
+
+test("the history is still there after the server restarts", async ({ openUser, server }) => {
+  const alice = await openAndJoin(openUser, "alice");
+  await send(alice.page, "kept across restarts");
+  await expect(messageItem(alice.page, "kept across restarts")).toHaveAttribute(
+    "data-status",
+    "delivered",
+  );
+
+  await server.stop();
+  await expect(reconnectBanner(alice.page)).toBeVisible({ timeout: 15_000 });
+  await server.restart();
+  await expect(reconnectBanner(alice.page)).toBeHidden({ timeout: 30_000 });
+  await expect(onlineEntry(alice.page, "alice")).toBeVisible();
+  // Catching up after the rejoin adds nothing twice.
+  await send(alice.page, "and after");
+  await expect(messageItem(alice.page, "and after")).toHaveAttribute("data-status", "delivered");
+  await expect(alice.page.getByRole("log").locator("li.message .text")).toHaveText([
+    "kept across restarts",
+    "and after",
+  ]);
+
+  // Someone new sees what was said before the restart.
+  const carol = await openAndJoin(openUser, "carol");
+  await expect(carol.page.getByRole("log").locator("li.message .text")).toHaveText([
+    "kept across restarts",
+    "and after",
+  ]);
+  await expect(messageItem(carol.page, "kept across restarts").locator(".author")).toHaveText(
+    "alice",
+  );
+});

@@ -38,3 +38,36 @@ test("a room is its own URL, and its messages stay in it", async ({ openUser }) 
   await expect(messageItem(late.page, "general chatter")).toHaveCount(1);
   await expect(messageItem(late.page, "only for the dev team")).toHaveCount(0);
 });
+
+test("moving between rooms from the room list keeps the name", async ({ openUser }) => {
+  const alice = await openAndJoin(openUser, "alice");
+  const page = alice.page;
+  await send(page, "said in general");
+  const rooms = page.getByRole("navigation", { name: "Rooms" });
+  await expect(rooms.getByRole("link", { name: /general/ })).toBeVisible();
+
+  // A new room from the form: alice is in it at once, under her name.
+  await rooms.getByLabel("Room name", { exact: true }).fill("dev-team");
+  await rooms.getByRole("button", { name: "Create", exact: true }).click();
+  await expect(page).toHaveURL(/\/r\/dev-team$/);
+  await expect(page.getByRole("heading", { name: /dev-team/ })).toBeVisible();
+  await expect(page.getByLabel("Message", { exact: true })).toBeVisible();
+  await expect(onlineEntry(page, "alice")).toBeVisible();
+  await expect(messageItem(page, "said in general")).toHaveCount(0);
+  await send(page, "said in dev-team");
+  await expect(messageItem(page, "said in dev-team")).toHaveAttribute("data-status", "delivered");
+  await expect(rooms.getByRole("link", { name: /dev-team/ })).toBeVisible();
+
+  // Back to #general through its link: its history, not dev-team's.
+  await rooms.getByRole("link", { name: /general/ }).click();
+  await expect(page.getByRole("heading", { name: /general/ })).toBeVisible();
+  await expect(page.getByLabel("Message", { exact: true })).toBeVisible();
+  await expect(messageItem(page, "said in general")).toHaveCount(1);
+  await expect(messageItem(page, "said in dev-team")).toHaveCount(0);
+
+  // An invalid room name is refused in place.
+  await rooms.getByLabel("Room name", { exact: true }).fill("Not a room!");
+  await rooms.getByRole("button", { name: "Create", exact: true }).click();
+  await expect(rooms.getByRole("alert")).toBeVisible();
+  await expect(page.getByRole("heading", { name: /general/ })).toBeVisible();
+});

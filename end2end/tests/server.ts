@@ -272,6 +272,7 @@ export async function serverFixture(
     await use(server);
   } finally {
     await server.stop();
+    fs.rmSync(path.dirname(server.database), { recursive: true, force: true });
     await testInfo.attach("server-output.txt", {
       body: server.output(),
       contentType: "text/plain",

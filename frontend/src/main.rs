@@ -1,6 +1,8 @@
 //! Client-only entry, built by trunk (`--features csr`) for front-end work against a
 //! running server.
 
+#![recursion_limit = "256"]
+
 fn main() {
     #[cfg(feature = "csr")]
     {

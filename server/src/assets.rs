@@ -91,7 +91,8 @@ fn file_response(path: &str, encoding: &str, bytes: Vec<u8>) -> Response {
 
 #[cfg(feature = "embed")]
 #[derive(rust_embed::RustEmbed)]
-#[folder = "$CARGO_MANIFEST_DIR/../target/site"]
+// Relative to this crate: the site cargo-leptos built (with --precompress) before this.
+#[folder = "../target/site"]
 struct Site;
 
 #[cfg(feature = "embed")]

@@ -180,8 +180,8 @@ async fn rooms_lists_rooms_with_online_counts_and_last_message_time() {
     assert_eq!(
         reply["rooms"],
         json!([
-            {"name": "general", "online": 2, "last_ts": sent["ts"]},
-            {"name": "quiet", "online": 0, "last_ts": null},
+            {"name": "general", "online": 2, "last_id": sent["id"], "last_ts": sent["ts"]},
+            {"name": "quiet", "online": 0, "last_id": 0, "last_ts": null},
         ])
     );
 }

@@ -408,6 +408,7 @@ async fn on_rooms(State(chat): State<ChatState>, request: Request) {
                     .map(|room| RoomInfo {
                         online: chat.rooms.online(&room.name),
                         name: room.name,
+                        last_id: room.last_id,
                         last_ts: room.last_ts,
                     })
                     .collect();

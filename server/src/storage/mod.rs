@@ -31,10 +31,11 @@ pub enum Appended {
     Duplicate(Message),
 }
 
-/// A room and when its last message was written.
+/// A room and its newest message's id and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoom {
     pub name: String,
+    pub last_id: u64,
     pub last_ts: Option<i64>,
 }
 

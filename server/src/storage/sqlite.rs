@@ -176,16 +176,21 @@ impl Storage for SqliteStorage {
     fn rooms(&self) -> StorageFuture<'_, Vec<StoredRoom>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT r.name AS name,
-                        (SELECT ts FROM messages m WHERE m.room = r.name ORDER BY id DESC LIMIT 1) AS last_ts
-                 FROM rooms r ORDER BY r.name",
+                "SELECT r.name AS name, m.id AS last_id, m.ts AS last_ts
+                 FROM rooms r
+                 LEFT JOIN messages m
+                   ON m.room = r.name
+                  AND m.id = (SELECT MAX(id) FROM messages WHERE room = r.name)
+                 ORDER BY r.name",
             )
             .fetch_all(&self.pool)
             .await?;
             rows.iter()
                 .map(|row| {
+                    let last_id: Option<i64> = row.try_get("last_id")?;
                     Ok(StoredRoom {
                         name: row.try_get("name")?,
+                        last_id: last_id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0),
                         last_ts: row.try_get("last_ts")?,
                     })
                 })
