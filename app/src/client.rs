@@ -357,7 +357,10 @@ impl Client {
         });
         if changed {
             if let Some(storage) = storage() {
-                let json = self.store.last_read.with_untracked(|read| serde_json::to_string(read).unwrap_or_default());
+                let json = self
+                    .store
+                    .last_read
+                    .with_untracked(|read| serde_json::to_string(read).unwrap_or_default());
                 let _ = storage.set_item(READ_KEY, &json);
             }
         }

@@ -8,9 +8,7 @@ use leptos_router::hooks::use_params_map;
 use leptos_router::path;
 
 use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_CHARS};
-use crate::store::{
-    typing_text, unread, Action, ChatStore, Connection, Delivery, Line, LineKind,
-};
+use crate::store::{typing_text, unread, Action, ChatStore, Connection, Delivery, Line, LineKind};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -100,7 +98,11 @@ fn ChatPage(room: String) -> impl IntoView {
         move || {
             let total: u64 = store.rooms.with(|rooms| {
                 store.last_read.with(|read| {
-                    rooms.iter().filter(|r| r.name != room).map(|r| unread(r, read)).sum()
+                    rooms
+                        .iter()
+                        .filter(|r| r.name != room)
+                        .map(|r| unread(r, read))
+                        .sum()
                 })
             });
             if total > 0 {

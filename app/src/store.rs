@@ -332,7 +332,12 @@ mod tests {
 
     #[test]
     fn unread_counts_what_came_after_the_last_read_id() {
-        let room = RoomInfo { name: "dev".into(), online: 1, last_id: 12, last_ts: Some(1) };
+        let room = RoomInfo {
+            name: "dev".into(),
+            online: 1,
+            last_id: 12,
+            last_ts: Some(1),
+        };
         let mut read = std::collections::HashMap::new();
         assert_eq!(unread(&room, &read), 12);
         read.insert("dev".to_owned(), 10);

@@ -39,9 +39,13 @@ test("the client shows the outage, reconnects and rejoins by itself", async ({
   }
   // Both are back in the room under their names, without touching the join form.
   for (const user of [alice, bob]) {
-    await expect(user.page.getByLabel("Message", { exact: true })).toBeVisible();
-    await expect(onlineEntry(user.page, "alice")).toBeVisible();
-    await expect(onlineEntry(user.page, "bob")).toBeVisible();
+    await expect(
+      user.page.getByLabel("Message", { exact: true }),
+      `${user.name} is back in the room`,
+    ).toBeVisible();
+    for (const name of ["alice", "bob"]) {
+      await expect(onlineEntry(user.page, name), `${user.name} sees ${name} online`).toBeVisible();
+    }
   }
 
   await send(alice.page, "after the restart");
@@ -93,7 +97,7 @@ test("a message written during the outage is not lost and not doubled", async ({
   await expect(reconnectBanner(alice.page)).toBeHidden({ timeout: 30_000 });
   await waitOnline(alice.page, 5_000);
   await waitOnline(bob.page, 30_000);
-  await expect(onlineEntry(alice.page, "bob")).toBeVisible();
+  await expect(onlineEntry(alice.page, "bob"), "alice sees bob online again").toBeVisible();
 
   const item = messageItem(alice.page, text);
   if (!canSend) {

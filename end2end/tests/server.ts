@@ -257,6 +257,8 @@ export interface User {
   page: Page;
   /** Uncaught page errors and Rust panics seen so far. */
   errors: string[];
+  /** The page's Socket.IO traffic (WebSocket frames), attached when the test fails. */
+  frames: string[];
 }
 
 export type OpenUser = (name: string, opts?: UserOptions) => Promise<User>;
@@ -305,9 +307,21 @@ export async function userFixture(
       deviceScaleFactor: opts.deviceScaleFactor ?? 1,
     });
     const page = await context.newPage();
-    const user: User = { name, context, page, errors: [] };
+    const user: User = { name, context, page, errors: [], frames: [] };
     users.push(user);
     page.on("pageerror", (err) => user.errors.push(`pageerror: ${err.message}`));
+    page.on("websocket", (ws) => {
+      const log = (dir: string, payload: string | Buffer) => {
+        if (user.frames.length >= 5_000) return;
+        const text = typeof payload === "string" ? payload : `<${payload.length} bytes>`;
+        user.frames.push(`${new Date().toISOString()} ${dir} ${text.slice(0, 500)}`);
+      };
+      log("open", ws.url());
+      ws.on("framesent", (f) => log("→", f.payload));
+      ws.on("framereceived", (f) => log("←", f.payload));
+      ws.on("socketerror", (e) => log("error", e));
+      ws.on("close", () => log("close", ""));
+    });
     page.on("console", (msg) => {
       const text = msg.text();
       if (/panicked at|RuntimeError: unreachable/.test(text)) {
@@ -330,6 +344,12 @@ export async function userFixture(
           contentType: "image/png",
         });
       }
+    }
+    if (failed) {
+      await testInfo.attach(`${user.name}-socket-frames.txt`, {
+        body: user.frames.join("\n"),
+        contentType: "text/plain",
+      });
     }
     await user.context.close().catch(() => undefined);
   }

@@ -18,7 +18,10 @@ use serde_json::json;
 use support::{serve, Client};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -46,7 +49,9 @@ async fn persisted_messages_per_second(addr: std::net::SocketAddr) {
     let mut clients = Vec::with_capacity(senders);
     for i in 0..senders {
         let client = Client::connect(addr, &format!("s{i}")).await;
-        client.join(&format!("s{i}"), &format!("bench{}", i % 10)).await;
+        client
+            .join(&format!("s{i}"), &format!("bench{}", i % 10))
+            .await;
         clients.push(client);
     }
     let started = Instant::now();
@@ -87,7 +92,10 @@ async fn persisted_messages_per_second(addr: std::net::SocketAddr) {
     );
 }
 
-async fn join_since_in_a_big_room(addr: std::net::SocketAddr, storage: &dyn server::storage::Storage) {
+async fn join_since_in_a_big_room(
+    addr: std::net::SocketAddr,
+    storage: &dyn server::storage::Storage,
+) {
     let size = env_usize("BANTER_BENCH_ROOM_SIZE", 1_000_000) as u64;
     let started = Instant::now();
     let mut next = storage.last_id("big").await.unwrap() + 1;
@@ -106,16 +114,26 @@ async fn join_since_in_a_big_room(addr: std::net::SocketAddr, storage: &dyn serv
         storage.append(&batch).await.unwrap();
     }
     storage.touch_room("big", 0).await.unwrap();
-    println!("filled room 'big' with {size} messages in {:.2?}", started.elapsed());
+    println!(
+        "filled room 'big' with {size} messages in {:.2?}",
+        started.elapsed()
+    );
 
     let client = Client::connect(addr, "reader").await;
-    for (label, since) in [("the last 100", size - 100), ("500 of 1,000,000 (truncated)", 0), ("none new", size)] {
+    for (label, since) in [
+        ("the last 100", size - 100),
+        ("500 of 1,000,000 (truncated)", 0),
+        ("none new", size),
+    ] {
         let rounds = 50;
         let started = Instant::now();
         let mut returned = 0;
         for _ in 0..rounds {
             let reply = client
-                .request("join", json!({"name": "reader", "room": "big", "since": since}))
+                .request(
+                    "join",
+                    json!({"name": "reader", "room": "big", "since": since}),
+                )
                 .await;
             returned = reply["history"].as_array().unwrap().len();
         }

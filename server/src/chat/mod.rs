@@ -171,7 +171,7 @@ async fn on_join(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(&chat.clone(), event::JOIN, |socket, session| async move {
+        .handle(chat, event::JOIN, |chat, socket, session| async move {
             join(&chat, &socket, &session, data).await
         })
         .await;
@@ -287,11 +287,9 @@ async fn on_message(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(
-            &chat.clone(),
-            event::MESSAGE,
-            |socket, session| async move { send(&chat, &socket, &session, data).await },
-        )
+        .handle(chat, event::MESSAGE, |chat, socket, session| async move {
+            send(&chat, &socket, &session, data).await
+        })
         .await;
 }
 
@@ -366,55 +364,47 @@ async fn on_history(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(
-            &chat.clone(),
-            event::HISTORY,
-            |_socket, session| async move {
-                let req: HistoryRequest = parse(data)?;
-                if !session.is_in(&req.room) {
-                    return Err(not_joined(&req.room));
-                }
-                if req.limit == 0 || req.limit > protocol::MAX_HISTORY_PAGE {
-                    return Err(ProtocolError::new(
-                        ErrorCode::BadRequest,
-                        format!("limit must be 1 to {}.", protocol::MAX_HISTORY_PAGE),
-                    ));
-                }
-                let mut messages = chat
-                    .storage
-                    .before(&req.room, req.before, req.limit + 1)
-                    .await
-                    .map_err(unavailable)?;
-                // One extra row tells whether anything older exists; it is not returned.
-                let more = messages.len() > req.limit as usize;
-                if more {
-                    messages.remove(0);
-                }
-                Ok(HistoryReply { messages, more })
-            },
-        )
+        .handle(chat, event::HISTORY, |chat, _socket, session| async move {
+            let req: HistoryRequest = parse(data)?;
+            if !session.is_in(&req.room) {
+                return Err(not_joined(&req.room));
+            }
+            if req.limit == 0 || req.limit > protocol::MAX_HISTORY_PAGE {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    format!("limit must be 1 to {}.", protocol::MAX_HISTORY_PAGE),
+                ));
+            }
+            let mut messages = chat
+                .storage
+                .before(&req.room, req.before, req.limit + 1)
+                .await
+                .map_err(unavailable)?;
+            // One extra row tells whether anything older exists; it is not returned.
+            let more = messages.len() > req.limit as usize;
+            if more {
+                messages.remove(0);
+            }
+            Ok(HistoryReply { messages, more })
+        })
         .await;
 }
 
 async fn on_rooms(State(chat): State<ChatState>, request: Request) {
     request
-        .handle(
-            &chat.clone(),
-            event::ROOMS,
-            |_socket, _session| async move {
-                let stored = chat.storage.rooms().await.map_err(unavailable)?;
-                let rooms = stored
-                    .into_iter()
-                    .map(|room| RoomInfo {
-                        online: chat.rooms.online(&room.name),
-                        name: room.name,
-                        last_id: room.last_id,
-                        last_ts: room.last_ts,
-                    })
-                    .collect();
-                Ok(RoomsReply { rooms })
-            },
-        )
+        .handle(chat, event::ROOMS, |chat, _socket, _session| async move {
+            let stored = chat.storage.rooms().await.map_err(unavailable)?;
+            let rooms = stored
+                .into_iter()
+                .map(|room| RoomInfo {
+                    online: chat.rooms.online(&room.name),
+                    name: room.name,
+                    last_id: room.last_id,
+                    last_ts: room.last_ts,
+                })
+                .collect();
+            Ok(RoomsReply { rooms })
+        })
         .await;
 }
 
@@ -425,7 +415,7 @@ async fn on_typing(
 ) {
     // Typing needs no ack; a refusal still reaches the client as an `error` event.
     request
-        .handle(&chat.clone(), event::TYPING, |socket, session| async move {
+        .handle(chat, event::TYPING, |chat, socket, session| async move {
             typing(&chat, &socket, &session, data).map(|()| EmptyReply {})
         })
         .await;
@@ -495,7 +485,7 @@ async fn on_leave(
     TryData(data): TryData<serde_json::Value>,
 ) {
     request
-        .handle(&chat.clone(), event::LEAVE, |socket, session| async move {
+        .handle(chat, event::LEAVE, |chat, socket, session| async move {
             let req: LeaveRequest = parse(data)?;
             let slow =
                 leave(&chat, &socket, &session, &req.room).ok_or_else(|| not_joined(&req.room))?;

@@ -1,7 +1,8 @@
 //! Rooms: who is online in each, and fan-out to them.
 //!
 //! Each room has its own lock, held only for synchronous work (socketioxide's `emit`
-//! never waits), so fan-out happens in id order and no lock is held across an await.
+//! never waits), so no lock is held across an await. Messages are fanned out by the
+//! writer alone, in id order.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -17,7 +17,7 @@ use socketioxide::socket::Socket;
 
 use super::rooms::lock;
 use super::turnstile::Turnstile;
-use super::Chat;
+use super::{Chat, ChatState};
 
 #[derive(Default)]
 pub struct Session {
@@ -112,10 +112,10 @@ impl FromMessageParts<LocalAdapter> for Request {
 
 impl Request {
     /// Waits for this socket's earlier requests to finish, does the work, and answers.
-    pub async fn handle<T, F, Fut>(self, chat: &Chat, event: &str, work: F)
+    pub async fn handle<T, F, Fut>(self, chat: ChatState, event: &str, work: F)
     where
         T: Serialize,
-        F: FnOnce(SocketRef, Arc<Session>) -> Fut,
+        F: FnOnce(ChatState, SocketRef, Arc<Session>) -> Fut,
         Fut: Future<Output = Result<T, ProtocolError>>,
     {
         let session = self.session.clone();
@@ -126,9 +126,9 @@ impl Request {
                 "This connection fell too far behind and is being closed; reconnect.",
             ))
         } else {
-            work(self.socket.clone(), session.clone()).await
+            work(chat.clone(), self.socket.clone(), session.clone()).await
         };
-        self.respond(chat, event, result);
+        self.respond(&chat, event, result);
     }
 
     /// Answers the request: on its ack when the client asked for one; a refusal without
