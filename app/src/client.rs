@@ -641,6 +641,7 @@ impl Client {
                             .typing
                             .update(|names| names.retain(|n| *n != author));
                         self.store.merge_messages(vec![message]);
+                        self.save_outbox();
                         self.mark_read();
                     }
                 }
@@ -760,6 +761,8 @@ impl Client {
                 self.store.me.set(Some(reply.name.clone()));
                 self.store.members.set(reply.members);
                 self.store.merge_messages(reply.history);
+                // History may confirm messages whose ack was lost: they leave the outbox.
+                self.save_outbox();
                 self.mark_read();
                 if reply.truncated {
                     // More than one catch-up page was missed: fetch the next before sending.

@@ -200,21 +200,29 @@ pub fn id_range(lines: &[Line]) -> Option<(u64, u64)> {
 /// order without gaps or duplicates.
 pub fn merge_messages(lines: &mut Vec<Line>, messages: impl IntoIterator<Item = (Message, u64)>) {
     for (message, uid) in messages {
-        let existing = lines.iter_mut().find(|line| match &line.kind {
-            LineKind::Message { id: Some(id), .. } => *id == message.id,
+        let same_id = lines.iter().position(|line| {
+            matches!(&line.kind, LineKind::Message { id: Some(id), .. } if *id == message.id)
+        });
+        if let Some(index) = same_id {
+            lines[index].ts = message.ts;
+            lines[index].kind = delivered(message);
+            continue;
+        }
+        // Our own message, confirmed: it leaves the pending tail for its place in id
+        // order (usually the end, but an old one whose ack was lost belongs further up).
+        let pending = lines.iter().position(|line| match &line.kind {
             LineKind::Message {
                 id: None,
                 client_id,
                 author,
                 ..
             } => *client_id == message.client_id && *author == message.author,
-            LineKind::Notice(_) => false,
+            _ => false,
         });
-        if let Some(line) = existing {
-            line.ts = message.ts;
-            line.kind = delivered(message);
-            continue;
-        }
+        let uid = match pending {
+            Some(index) => lines.remove(index).uid,
+            None => uid,
+        };
         let position = lines
             .iter()
             .position(|line| match &line.kind {
@@ -321,6 +329,19 @@ mod tests {
         // Another author's message with the same client_id is a different message.
         merge_messages(&mut lines, [(msg(8, "bob", "c2"), 4)]);
         assert_eq!(ids(&lines), vec![Some(7), Some(8), None]);
+    }
+
+    #[test]
+    fn a_confirmed_old_message_moves_to_its_place_in_id_order() {
+        let mut lines = Vec::new();
+        merge_messages(
+            &mut lines,
+            [(msg(1, "bob", "b1"), 1), (msg(3, "bob", "b3"), 2)],
+        );
+        lines.push(pending(3, "alice", "lost-ack"));
+        merge_messages(&mut lines, [(msg(2, "alice", "lost-ack"), 4)]);
+        assert_eq!(ids(&lines), vec![Some(1), Some(2), Some(3)]);
+        assert_eq!(lines[1].uid, 3, "the row keeps its identity");
     }
 
     #[test]

@@ -81,7 +81,8 @@ async function firstInView(page: Page): Promise<{ text: string; offset: number }
     for (const li of log.querySelectorAll("li.message")) {
       const b = li.getBoundingClientRect();
       if (b.top >= a.top && b.bottom <= a.bottom) {
-        return { text: li.querySelector(".text")?.textContent?.trim() ?? "", offset: b.top - a.top };
+        const text = li.querySelector(".text")?.textContent?.trim() ?? "";
+        return { text, offset: b.top - a.top };
       }
     }
     return null;
@@ -196,7 +197,9 @@ test("scrollback through 1,000 messages", async ({ openUser, server }) => {
   expect(await texts.allTextContents().then((all) => all.map((t) => t.trim()))).toEqual(
     expected,
   );
-  const ids = await items.evaluateAll((lis) => lis.map((li) => Number(li.getAttribute("data-id"))));
+  const ids = await items.evaluateAll((lis) =>
+    lis.map((li) => Number(li.getAttribute("data-id"))),
+  );
   expect(ids.length).toBe(TOTAL);
   expect(
     ids.every((id, i) => Number.isInteger(id) && id > 0 && (i === 0 || id > ids[i - 1])),

@@ -275,10 +275,9 @@ export async function serverFixture(
   } finally {
     await server.stop();
     fs.rmSync(path.dirname(server.database), { recursive: true, force: true });
-    await testInfo.attach("server-output.txt", {
-      body: server.output(),
-      contentType: "text/plain",
-    });
+    const logFile = testInfo.outputPath("server-output.txt");
+    fs.writeFileSync(logFile, server.output());
+    await testInfo.attach("server-output.txt", { path: logFile, contentType: "text/plain" });
     if (testInfo.status !== testInfo.expectedStatus) {
       console.log(
         `\n----- Banter server output (${testInfo.title}) -----\n${server.output()}` +
@@ -337,17 +336,20 @@ export async function userFixture(
   const failed = testInfo.status !== testInfo.expectedStatus;
   for (const user of users) {
     if (failed && !user.page.isClosed()) {
-      const shot = await user.page.screenshot({ fullPage: true }).catch(() => null);
+      const shotFile = testInfo.outputPath(`${user.name}-at-failure.png`);
+      const shot = await user.page.screenshot({ fullPage: true, path: shotFile }).catch(() => null);
       if (shot) {
         await testInfo.attach(`${user.name}-at-failure.png`, {
-          body: shot,
+          path: shotFile,
           contentType: "image/png",
         });
       }
     }
     if (failed) {
+      const framesFile = testInfo.outputPath(`${user.name}-socket-frames.txt`);
+      fs.writeFileSync(framesFile, user.frames.join("\n"));
       await testInfo.attach(`${user.name}-socket-frames.txt`, {
-        body: user.frames.join("\n"),
+        path: framesFile,
         contentType: "text/plain",
       });
     }

@@ -4,6 +4,7 @@
 mod assets;
 pub mod chat;
 pub mod config;
+pub mod security;
 pub mod storage;
 
 use app::components::{shell, App};
@@ -30,6 +31,10 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
     let chat = chat::Chat::new(options.clone(), storage);
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(options.socket_buffer)
+        // One limit for both transports: socketioxide's max_payload covers only polling.
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(MAX_MESSAGE_BYTES)
         .with_state(chat)
         .build_layer();
     io.ns(
@@ -41,13 +46,38 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
     let router = Router::new()
         .leptos_routes(&leptos_options, routes, {
             let leptos_options = leptos_options.clone();
-            move || shell(leptos_options.clone())
+            move || {
+                set_page_policy();
+                shell(leptos_options.clone())
+            }
         })
         .fallback(assets::static_files)
         .with_state(leptos_options)
         .layer(socket_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            security::OriginPolicy::new(options.allowed_origins.clone()),
+            security::check_origin,
+        ))
+        .layer(axum::middleware::from_fn(security::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     (router, io)
+}
+
+/// The largest Socket.IO message a client may send, over either transport.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Sets this page's Content-Security-Policy, allowing its hydration script by nonce.
+fn set_page_policy() {
+    let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
+    ) else {
+        return;
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&security::page_policy(&nonce.to_string()))
+    {
+        response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
+    }
 }
 
 /// The site layout cargo-leptos built, taken from its environment (or the values baked in

@@ -32,6 +32,8 @@ pub struct ChatOptions {
     pub max_rooms_per_socket: usize,
     /// Messages the writer commits in one transaction at most.
     pub max_batch: usize,
+    /// Origins besides the server's own whose pages may connect.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ChatOptions {
@@ -40,6 +42,7 @@ impl Default for ChatOptions {
             socket_buffer: 4_096,
             max_rooms_per_socket: 32,
             max_batch: 512,
+            allowed_origins: Vec::new(),
         }
     }
 }

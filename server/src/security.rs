@@ -1,0 +1,136 @@
+//! HTTP-level protections: which pages may open a chat connection (cross-site WebSocket
+//! hijacking), and the security headers on every response.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// Origins allowed to open Socket.IO connections besides the server's own.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    allowed: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// `allowed` holds origins such as `https://chat.example.com` (case and a trailing
+    /// slash do not matter).
+    pub fn new(allowed: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            allowed: allowed.into_iter().map(|o| normalize(&o)).collect(),
+        }
+    }
+
+    /// A request without an Origin (native apps, scripts) is allowed: browsers always
+    /// send one on cross-site requests, so its absence cannot be a hijacked page. A page
+    /// from the same host the request went to is the server's own.
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let origin = normalize(origin);
+        let same_host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|host| {
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, origin_host)| origin_host.eq_ignore_ascii_case(host))
+            });
+        same_host || self.allowed.iter().any(|allowed| *allowed == origin)
+    }
+}
+
+/// `scheme://host[:port]`, lowercase: an origin, also when given as a URL with a path.
+fn normalize(origin: &str) -> String {
+    let origin = origin.trim().to_ascii_lowercase();
+    match origin.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            format!("{scheme}://{authority}")
+        }
+        None => origin,
+    }
+}
+
+/// Refuses Socket.IO handshakes (polling and WebSocket alike) from foreign pages.
+pub async fn check_origin(
+    State(policy): State<OriginPolicy>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/socket.io") && !policy.allows(request.headers()) {
+        tracing::warn!(origin = ?request.headers().get(header::ORIGIN), "refused a connection from a foreign origin");
+        return (
+            StatusCode::FORBIDDEN,
+            "This page's origin may not connect to this Banter server (see --allow-origin).",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The policy for server-rendered pages: only our own scripts and the one inline
+/// hydration script carrying this response's nonce; wasm may be compiled.
+pub fn page_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// Headers for every response; pages set their own, stricter Content-Security-Policy.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn own_origin_and_no_origin_are_allowed() {
+        let policy = OriginPolicy::default();
+        assert!(policy.allows(&headers(None, "127.0.0.1:3000")));
+        assert!(policy.allows(&headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000")));
+        assert!(policy.allows(&headers(
+            Some("HTTPS://Chat.Example.com"),
+            "chat.example.com"
+        )));
+    }
+
+    #[test]
+    fn foreign_origins_need_to_be_listed() {
+        let policy = OriginPolicy::new(["https://app.example.com/chat/".to_owned()]);
+        assert!(!policy.allows(&headers(Some("https://evil.example"), "127.0.0.1:3000")));
+        assert!(!policy.allows(&headers(Some("null"), "127.0.0.1:3000")));
+        assert!(!policy.allows(&headers(Some("http://127.0.0.1:3001"), "127.0.0.1:3000")));
+        assert!(policy.allows(&headers(Some("https://APP.example.com"), "127.0.0.1:3000")));
+    }
+}
