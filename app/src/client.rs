@@ -77,6 +77,9 @@ struct Client {
     typing_sent: Option<f64>,
     last_keystroke: f64,
     rooms_fetched_at: f64,
+    /// Joins and leaves seen while a join was in flight: its reply's member list may be
+    /// older than they are, so they are applied again on top of it.
+    presence_during_join: Option<Vec<(bool, String)>>,
     /// Frames produced by a step, flushed by the connection loop.
     outgoing: Vec<String>,
 }
@@ -201,6 +204,7 @@ impl Client {
             typing_sent: None,
             last_keystroke: 0.0,
             rooms_fetched_at: 0.0,
+            presence_during_join: None,
             outgoing: Vec::new(),
         }
     }
@@ -301,6 +305,9 @@ impl Client {
     }
 
     fn request(&mut self, name: &str, payload: Value, awaiting: Awaiting) {
+        if matches!(awaiting, Awaiting::Join { .. }) {
+            self.presence_during_join.get_or_insert_with(Vec::new);
+        }
         let id = self.next_ack;
         self.next_ack += 1;
         self.awaiting.insert(id, (awaiting, now()));
@@ -406,6 +413,7 @@ impl Client {
         self.joined = false;
         self.typing_sent = None;
         self.rejoin_at = None;
+        self.presence_during_join = None;
         self.store.typing.set(Vec::new());
     }
 
@@ -649,11 +657,7 @@ impl Client {
             event::JOINED => {
                 if let Ok(notice) = serde_json::from_value::<Presence>(payload) {
                     if notice.room == room {
-                        self.store.members.update(|members| {
-                            if !members.contains(&notice.name) {
-                                members.push(notice.name.clone());
-                            }
-                        });
+                        self.apply_presence(true, notice.name.clone());
                         self.store
                             .push_notice(format!("{} joined", notice.name), notice.ts);
                     }
@@ -662,9 +666,7 @@ impl Client {
             event::LEFT => {
                 if let Ok(notice) = serde_json::from_value::<Presence>(payload) {
                     if notice.room == room {
-                        self.store
-                            .members
-                            .update(|members| members.retain(|m| *m != notice.name));
+                        self.apply_presence(false, notice.name.clone());
                         self.store
                             .typing
                             .update(|names| names.retain(|n| *n != notice.name));
@@ -687,6 +689,19 @@ impl Client {
             }
             event::ERROR => leptos::logging::warn!("banter: server error: {payload}"),
             _ => {}
+        }
+    }
+
+    fn apply_presence(&mut self, joined: bool, name: String) {
+        self.store.members.update(|members| {
+            if !joined {
+                members.retain(|m| *m != name);
+            } else if !members.contains(&name) {
+                members.push(name.clone());
+            }
+        });
+        if let Some(log) = &mut self.presence_during_join {
+            log.push((joined, name));
         }
     }
 
@@ -738,6 +753,7 @@ impl Client {
     }
 
     fn on_join_reply(&mut self, reply: Result<JoinReply, ProtocolError>, automatic: bool) {
+        let presence_meanwhile = self.presence_during_join.take().unwrap_or_default();
         match reply {
             Ok(reply) => {
                 self.joined = true;
@@ -760,6 +776,9 @@ impl Client {
                 }
                 self.store.me.set(Some(reply.name.clone()));
                 self.store.members.set(reply.members);
+                for (joined, name) in presence_meanwhile {
+                    self.apply_presence(joined, name);
+                }
                 self.store.merge_messages(reply.history);
                 // History may confirm messages whose ack was lost: they leave the outbox.
                 self.save_outbox();

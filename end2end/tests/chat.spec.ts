@@ -127,6 +127,34 @@ test.describe("two people chatting in #general", () => {
     expect(await bob.page.evaluate(() => (window as { __xss?: unknown }).__xss)).toBeUndefined();
   });
 
+  test("two people who join at the same moment both see each other", async ({ openUser }) => {
+    // A restart makes every client rejoin at once; this is the same race, on purpose.
+    for (let round = 1; round <= 6; round++) {
+      const path = `/r/together-${round}`;
+      const a = await openUser(`ann-${round}`, { path });
+      const b = await openUser(`ben-${round}`, { path });
+      await a.page.getByLabel("Name", { exact: true }).fill("ann");
+      await b.page.getByLabel("Name", { exact: true }).fill("ben");
+      await Promise.all(
+        [a, b].map((u) => u.page.getByRole("button", { name: "Join", exact: true }).click()),
+      );
+      for (const [u, who] of [
+        [a, "ann"],
+        [b, "ben"],
+      ] as const) {
+        await expect(u.page.getByLabel("Message", { exact: true })).toBeVisible();
+        for (const name of ["ann", "ben"]) {
+          await expect(
+            onlineEntry(u.page, name),
+            `round ${round}: ${who} sees ${name} in Online`,
+          ).toBeVisible();
+        }
+      }
+      await a.context.close();
+      await b.context.close();
+    }
+  });
+
   test("a name already in the room is refused with an alert", async ({ openUser }) => {
     const alice = await openAndJoin(openUser, "alice");
     const impostor = await openUser("impostor");

@@ -55,7 +55,7 @@ export interface ServerOptions {
   bin?: string;
   /** Working directory (default: this folder). */
   cwd?: string;
-  /** The whole environment of the child (default: ours plus RUST_LOG=info). */
+  /** The whole environment of the child (default: ours plus RUST_LOG=info, NO_COLOR=1). */
   env?: NodeJS.ProcessEnv;
   /** Port to use (default: a free one). */
   port?: number;
@@ -116,7 +116,7 @@ export class BanterServer {
     const server = new BanterServer({
       bin,
       cwd: opts.cwd ?? path.resolve(__dirname, ".."),
-      env: opts.env ?? { ...process.env, RUST_LOG: "info" },
+      env: opts.env ?? { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
       port: opts.port ?? (await freePort()),
     });
     await server.launch();

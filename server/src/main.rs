@@ -1,5 +1,13 @@
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Parser;
+use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
+
+/// How long in-flight HTTP requests get to finish once shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -23,12 +31,27 @@ async fn main() -> Result<(), StartError> {
     let storage = server::storage::open(&config.database).await?;
     tracing::info!(database = %config.database, "storage ready");
     let (router, io) = server::build(config.chat_options(), storage);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            io.close().await;
+    let stopping = Arc::new(Notify::new());
+    let serve = axum::serve(listener, router)
+        .with_graceful_shutdown({
+            let stopping = stopping.clone();
+            async move {
+                shutdown_signal().await;
+                io.close().await;
+                stopping.notify_one();
+            }
         })
-        .await?;
+        .into_future();
+    // A graceful stop waits for open HTTP requests, and a long-poll that belongs to no
+    // Socket.IO connection is not closed by `io.close()`: bound the wait, so a supervisor
+    // never has to SIGKILL us.
+    tokio::select! {
+        result = serve => result?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("requests still open {SHUTDOWN_GRACE:?} after shutdown began; exiting"),
+    }
     Ok(())
 }
 
