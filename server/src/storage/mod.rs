@@ -47,14 +47,6 @@ pub trait Storage: Send + Sync + 'static {
     /// returns. A message whose (room, author, client_id) exists is not written again.
     fn append<'a>(&'a self, messages: &'a [Message]) -> StorageFuture<'a, Vec<Appended>>;
 
-    /// The message this author sent with this client_id in the room, if any.
-    fn find_by_client_id<'a>(
-        &'a self,
-        room: &'a str,
-        author: &'a str,
-        client_id: &'a str,
-    ) -> StorageFuture<'a, Option<Message>>;
-
     /// Up to `limit` messages with ids above `after`, oldest first.
     fn after<'a>(
         &'a self,

@@ -101,25 +101,6 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn find_by_client_id<'a>(
-        &'a self,
-        room: &'a str,
-        author: &'a str,
-        client_id: &'a str,
-    ) -> StorageFuture<'a, Option<Message>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT id, room, author, text, ts, client_id FROM messages WHERE room = ? AND author_key = ? AND client_id = ?",
-            )
-            .bind(room)
-            .bind(name_key(author))
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            row.as_ref().map(to_message).transpose()
-        })
-    }
-
     fn after<'a>(
         &'a self,
         room: &'a str,
