@@ -46,8 +46,15 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
     let router = Router::new()
         .leptos_routes(&leptos_options, routes, {
             let leptos_options = leptos_options.clone();
+            // Under `cargo leptos watch`, pages also open the live-reload socket.
+            let live_reload = std::env::var_os("LEPTOS_WATCH")
+                .map(|_| {
+                    let port = leptos_options.reload_port;
+                    format!(" ws://127.0.0.1:{port} ws://localhost:{port}")
+                })
+                .unwrap_or_default();
             move || {
-                set_page_policy();
+                set_page_policy(&live_reload);
                 shell(leptos_options.clone())
             }
         })
@@ -67,14 +74,15 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Sets this page's Content-Security-Policy, allowing its hydration script by nonce.
-fn set_page_policy() {
+fn set_page_policy(extra_connect: &str) {
     let (Some(nonce), Some(response)) = (
         leptos::nonce::use_nonce(),
         leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
     ) else {
         return;
     };
-    if let Ok(value) = axum::http::HeaderValue::from_str(&security::page_policy(&nonce.to_string()))
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&security::page_policy(&nonce.to_string(), extra_connect))
     {
         response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
     }

@@ -75,11 +75,13 @@ pub async fn check_origin(
 
 /// The policy for server-rendered pages: only our own scripts and the one inline
 /// hydration script carrying this response's nonce; wasm may be compiled.
-pub fn page_policy(nonce: &str) -> String {
+/// `extra_connect` adds sources pages may connect to (the live-reload socket of
+/// `cargo leptos watch`).
+pub fn page_policy(nonce: &str, extra_connect: &str) -> String {
     format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
-         style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
-         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+         style-src 'self'; img-src 'self' data:; connect-src 'self'{extra_connect}; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
 }
 
