@@ -35,6 +35,8 @@ pub const CATCH_UP_LIMIT: u32 = 500;
 pub const MAX_HISTORY_PAGE: u32 = 100;
 /// How long a typing indicator lasts without a refresh.
 pub const TYPING_TTL_MS: u64 = 5_000;
+/// How long a name stays reserved for its session after its last connection closed.
+pub const NAME_HOLD_MS: u64 = 120_000;
 
 /// A stored chat message, as every client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,10 @@ pub struct JoinRequest {
     /// message after it (up to 500) instead of the latest 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// The session token an earlier `join` returned: it reclaims the name for a client
+    /// reconnecting within [`NAME_HOLD_MS`], during which nobody else can take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +93,10 @@ pub struct JoinReply {
     /// another `join` using the last id received.
     #[serde(default)]
     pub truncated: bool,
+    /// Proof of owning `name`: present it on later joins (also from a new connection)
+    /// to keep the name. Keep it private; it is all it takes to speak as this name.
+    #[serde(default)]
+    pub session: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +168,8 @@ pub struct ErrorNotice {
     pub event: String,
     pub code: ErrorCode,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Machine-readable reasons a request was refused.
@@ -171,6 +183,8 @@ pub enum ErrorCode {
     TooLong,
     NotJoined,
     BadRequest,
+    /// Too many requests: wait `retry_after_ms`, then send again.
+    RateLimited,
     /// The server could not complete the request (for example it is shutting down);
     /// the request may be retried.
     Unavailable,
@@ -189,6 +203,7 @@ impl ErrorCode {
             ErrorCode::TooLong => "too_long",
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
@@ -207,6 +222,9 @@ impl std::fmt::Display for ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited`: how long to wait before sending again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
@@ -214,6 +232,16 @@ impl ProtocolError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `rate_limited` refusal telling the client when to try again.
+    pub fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after_ms: Some(retry_after_ms),
         }
     }
 }

@@ -164,7 +164,8 @@ test("rules: one name per socket, names per room, senders, authors, shapes", asy
   const atA = collect<WireMessage>(a, "message");
   const atB = collect<WireMessage>(b, "message");
   const typingAtB = collect<TypingNotice>(b, "typing");
-  expect(await request(a, "join", { name: "ann", room: "general" })).toMatchObject({ ok: true });
+  const annJoined = await request(a, "join", { name: "ann", room: "general" });
+  expect(annJoined).toMatchObject({ ok: true });
 
   // One socket keeps one name; a second room under the same name is fine.
   const second = await request(a, "join", { name: "other", room: "random" });
@@ -173,11 +174,15 @@ test("rules: one name per socket, names per room, senders, authors, shapes", asy
     ok: true,
     room: "random",
   });
-  // The same name in a room where it is free, from another socket.
+  // Names are server-wide: another socket gets the name only with ann's session token.
   const c = await connect(server.url);
-  expect(await request(c, "join", { name: "ann", room: "elsewhere" })).toMatchObject({
-    ok: true,
+  expect(await request(c, "join", { name: "Ann", room: "elsewhere" })).toMatchObject({
+    ok: false,
+    error: { code: "name_taken" },
   });
+  expect(
+    await request(c, "join", { name: "ann", room: "elsewhere", session: annJoined.session }),
+  ).toMatchObject({ ok: true, session: annJoined.session });
 
   expect(await request(b, "join", { name: "ben", room: "general" })).toMatchObject({ ok: true });
 

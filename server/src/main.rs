@@ -32,16 +32,20 @@ async fn main() -> Result<(), StartError> {
     tracing::info!(database = %config.database, "storage ready");
     let (router, io) = server::build(config.chat_options(), storage);
     let stopping = Arc::new(Notify::new());
-    let serve = axum::serve(listener, router)
-        .with_graceful_shutdown({
-            let stopping = stopping.clone();
-            async move {
-                shutdown_signal().await;
-                io.close().await;
-                stopping.notify_one();
-            }
-        })
-        .into_future();
+    // Connection info gives the per-address limits the client's address.
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            io.close().await;
+            stopping.notify_one();
+        }
+    })
+    .into_future();
     // A graceful stop waits for open HTTP requests, and a long-poll that belongs to no
     // Socket.IO connection is not closed by `io.close()`: bound the wait, so a supervisor
     // never has to SIGKILL us.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use app::protocol::{event, JoinReply, Message, Presence, SendReply, TypingNotice};
 use serde_json::{json, Value};
-use support::{client_id, now_ms, start_server, Client, QUIET};
+use support::{assert_ok, assert_refused, client_id, now_ms, start_server, Client, QUIET};
 
 /// `ts` is the server clock in ms; both ends run on this machine.
 #[track_caller]
@@ -458,13 +458,14 @@ async fn one_socket_keeps_one_name() {
     assert_eq!(reply["name"], "alice");
     assert_eq!(members(&reply), ["alice"]);
 
-    // Even after leaving every room, the socket keeps its name.
+    // Once in no room, the socket may take another name.
     alice.request("leave", json!({"room": "general"})).await;
     alice.request("leave", json!({"room": "random"})).await;
     let reply = alice
         .request("join", json!({"name": "alicia", "room": "general"}))
         .await;
-    support::assert_refused(&reply, "invalid_name", "renaming after leaving");
+    support::assert_ok(&reply, "renaming after leaving every room");
+    assert_eq!(reply["name"], "alicia");
     alice.assert_open();
 }
 
@@ -548,13 +549,29 @@ async fn a_socketio_disconnect_packet_counts_as_leaving() {
     let mut alice = Client::connect(addr, "alice").await;
     let bob = Client::connect(addr, "bob").await;
     alice.join("alice", "general").await;
-    bob.join("bob", "general").await;
+    let joined = bob.join("bob", "general").await;
+    let token = joined["session"]
+        .as_str()
+        .expect("a session token")
+        .to_owned();
     alice.next_event(event::JOINED).await;
 
     bob.send_text("41");
     let left = alice.next_event(event::LEFT).await;
     assert_eq!(left["name"], "bob");
-    // The name is free again.
+    // The name is held for bob's session: a stranger cannot take it, bob's token can.
+    let stranger = Client::connect(addr, "stranger").await;
+    let refused = stranger
+        .request(event::JOIN, json!({"name": "bob", "room": "general"}))
+        .await;
+    assert_refused(&refused, "name_taken", "a stranger taking bob's name");
     let again = Client::connect(addr, "bob again").await;
-    again.join("bob", "general").await;
+    let rejoined = again
+        .request(
+            event::JOIN,
+            json!({"name": "bob", "room": "general", "session": token}),
+        )
+        .await;
+    assert_ok(&rejoined, "bob reclaiming his name");
+    assert_eq!(rejoined["session"], token.as_str());
 }

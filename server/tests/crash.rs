@@ -25,6 +25,8 @@ impl ServerProcess {
     async fn start(addr: SocketAddr, database: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_banter"))
             .args(["--addr", &addr.to_string(), "--database", database])
+            // 20 senders from one address, as fast as acks come back: no rate limit.
+            .args(["--message-rate", "0", "--ip-message-rate", "0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -43,52 +43,95 @@ async fn invalid_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn name_taken_is_case_insensitive_and_per_room() {
+async fn name_taken_is_case_insensitive_and_server_wide() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     let mut witness = Client::connect(addr, "witness").await;
-    alice.join("alice", "general").await;
+    let token = alice.join("alice", "general").await["session"].clone();
     witness.join("witness", "general").await;
 
     let imposter = Client::connect(addr, "imposter").await;
-    for name in ["alice", "ALICE", " Alice "] {
+    for (name, room) in [
+        ("alice", "general"),
+        ("ALICE", "general"),
+        (" Alice ", "general"),
+        ("ALICE", "random"),
+    ] {
         let reply = imposter
-            .request("join", json!({"name": name, "room": "general"}))
+            .request("join", json!({"name": name, "room": room}))
             .await;
         assert_refused(
             &reply,
             "name_taken",
-            &format!("name {name:?} while alice is online"),
+            &format!("name {name:?} in {room} while alice is online"),
         );
     }
     // Refused joins are not announced.
     witness.expect_no_event(event::JOINED, QUIET).await;
 
-    // The same name in another room is fine.
-    let reply = imposter.join("ALICE", "random").await;
-    assert_eq!(reply["name"], "ALICE");
-
-    // Once alice is gone the name is free again.
+    // Once alice is gone her name stays hers for a while: a guessed token does not help,
+    // hers does.
     alice.close().await;
     witness
         .next_event_where(event::LEFT, support::EVENT_TIMEOUT, |v| {
             v["name"] == "alice"
         })
         .await;
-    let newcomer = Client::connect(addr, "newcomer").await;
-    let reply = newcomer.join("Alice", "general").await;
+    let reply = imposter
+        .request(
+            "join",
+            json!({"name": "Alice", "room": "general", "session": "0123456789abcdef0123456789abcdef"}),
+        )
+        .await;
+    assert_refused(&reply, "name_taken", "alice's name right after she left");
+    let back = Client::connect(addr, "alice back").await;
+    let reply = back
+        .request(
+            "join",
+            json!({"name": "Alice", "room": "general", "session": token}),
+        )
+        .await;
+    assert_ok(&reply, "alice reclaiming her name with her token");
     assert_eq!(reply["name"], "Alice");
     imposter.assert_open();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn name_is_free_again_after_leave() {
+async fn a_connection_in_no_room_may_change_its_name_and_the_old_one_stays_held() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
-    alice.join("alice", "general").await;
+    let token = alice.join("alice", "general").await["session"].clone();
+    alice.join("alice", "random").await;
+    let reply = alice
+        .request("join", json!({"name": "alicia", "room": "other"}))
+        .await;
+    assert_refused(&reply, "invalid_name", "a second name while in rooms");
+
     alice.request("leave", json!({"room": "general"})).await;
+    alice.request("leave", json!({"room": "random"})).await;
     let other = Client::connect(addr, "other").await;
-    other.join("alice", "general").await;
+    let reply = other
+        .request("join", json!({"name": "alice", "room": "general"}))
+        .await;
+    assert_refused(
+        &reply,
+        "name_taken",
+        "alice's name after she left every room",
+    );
+
+    let renamed = alice.join("alicia", "general").await;
+    assert_ne!(renamed["session"], token, "a new name, a new session");
+    let reply = other
+        .request("join", json!({"name": "alice", "room": "general"}))
+        .await;
+    assert_refused(&reply, "name_taken", "alice's name, held for her session");
+    let reply = other
+        .request(
+            "join",
+            json!({"name": "alice", "room": "general", "session": token}),
+        )
+        .await;
+    assert_ok(&reply, "alice's name with her token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,7 +138,7 @@ async fn a_resent_client_id_is_stored_and_broadcast_once() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     let mut bob = Client::connect(addr, "bob").await;
-    alice.join("alice", "general").await;
+    let session = alice.join("alice", "general").await["session"].clone();
     bob.join("bob", "general").await;
 
     let payload = json!({"room": "general", "text": "only once", "client_id": "resend-1"});
@@ -151,7 +151,7 @@ async fn a_resent_client_id_is_stored_and_broadcast_once() {
     // Even from a new connection of the same author (a reconnect).
     alice.close().await;
     let alice = Client::connect(addr, "alice again").await;
-    alice.join("alice", "general").await;
+    alice.rejoin("alice", "general", &session).await;
     let third = alice.request("message", payload).await;
     assert_eq!(first["message"], third["message"]);
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 async fn a_client_that_stops_reading_is_disconnected_and_nobody_else_loses_anything() {
     let addr = start_server_with(server::ChatOptions {
         socket_buffer: 64,
-        ..server::ChatOptions::default()
+        ..server::ChatOptions::unlimited()
     })
     .await;
 

@@ -1,12 +1,14 @@
 //! The Socket.IO side of Banter: the handlers behind every event of the wire contract.
 
+mod identities;
+pub mod limits;
 mod rooms;
 mod session;
 mod turnstile;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use app::protocol::{
     self, event, EmptyReply, ErrorCode, HistoryReply, HistoryRequest, JoinReply, JoinRequest,
@@ -18,8 +20,10 @@ use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::ParserError;
 
+use identities::{ClaimRefusal, Identities};
+use limits::{retry_after_ms, AbuseLimits, ClientLimits, ConnectRefusal};
 use rooms::{lock, Admission, Rooms};
-use session::{session_of, Request, Session};
+use session::{session_of, Bucket, Identity, Request, Session};
 
 use crate::storage::{Storage, StorageError};
 
@@ -34,6 +38,8 @@ pub struct ChatOptions {
     pub max_batch: usize,
     /// Origins besides the server's own whose pages may connect.
     pub allowed_origins: Vec<String>,
+    /// Rate limits and connection caps.
+    pub limits: AbuseLimits,
 }
 
 impl Default for ChatOptions {
@@ -43,6 +49,18 @@ impl Default for ChatOptions {
             max_rooms_per_socket: 32,
             max_batch: 512,
             allowed_origins: Vec::new(),
+            limits: AbuseLimits::default(),
+        }
+    }
+}
+
+impl ChatOptions {
+    /// The defaults without rate limits or connection caps: for load tests and for
+    /// tests about something else.
+    pub fn unlimited() -> Self {
+        Self {
+            limits: AbuseLimits::unlimited(),
+            ..Self::default()
         }
     }
 }
@@ -51,6 +69,8 @@ impl Default for ChatOptions {
 pub struct Chat {
     options: ChatOptions,
     rooms: Rooms,
+    identities: Identities,
+    clients: Arc<ClientLimits>,
     storage: Arc<dyn Storage>,
     writer: writer::WriterHandle,
 }
@@ -62,10 +82,49 @@ impl Chat {
     pub fn new(options: ChatOptions, storage: Arc<dyn Storage>) -> ChatState {
         Arc::new_cyclic(|chat| Chat {
             writer: writer::spawn(chat.clone(), storage.clone(), options.max_batch),
+            clients: Arc::new(ClientLimits::new(
+                options.limits.max_connections_per_client,
+                options.limits.max_connections,
+                options.limits.client_messages,
+            )),
             options,
             rooms: Rooms::default(),
+            identities: Identities::default(),
             storage,
         })
+    }
+
+    /// Applies the rate limits to one request, in arrival order (the caller holds the
+    /// socket's turn). A socket that keeps sending after being refused is disconnected.
+    fn throttle(&self, socket: &SocketRef, session: &Session, event: &str) -> Throttle {
+        let now = Instant::now();
+        let limits = &self.options.limits;
+        let allowed = if event == protocol::event::MESSAGE {
+            session
+                .take(Bucket::Messages, limits.messages, now)
+                .and_then(|()| self.clients.take_message(session.client(), now))
+        } else {
+            session.take(Bucket::Requests, limits.requests, now)
+        };
+        let Err(wait) = allowed else {
+            return Throttle::Pass;
+        };
+        if session
+            .take(Bucket::Refusals, limits.refusals, now)
+            .is_err()
+        {
+            disconnect_flooder(socket, session, event);
+            return Throttle::Drop;
+        }
+        if event == protocol::event::TYPING {
+            // Typing is advisory and has no answer: extra updates are just dropped.
+            return Throttle::Drop;
+        }
+        let retry_after = retry_after_ms(wait);
+        Throttle::Refuse(ProtocolError::rate_limited(
+            format!("You are sending too fast; try again in {retry_after} ms."),
+            retry_after,
+        ))
     }
 
     /// Cuts loose sockets whose send buffer is full. They leave every room at once, so
@@ -103,13 +162,48 @@ async fn close_when_possible(socket: SocketRef) {
     }
 }
 
-/// Connect middleware: registers the handlers before socketioxide sends CONNECT.
+/// The outcome of the rate limits for one request.
+enum Throttle {
+    Pass,
+    Refuse(ProtocolError),
+    /// Neither handled nor answered.
+    Drop,
+}
+
+/// Tells a socket why, then closes it: it kept sending after being told to wait.
+fn disconnect_flooder(socket: &SocketRef, session: &Session, event: &str) {
+    if !session.stop_for_flooding() {
+        return;
+    }
+    tracing::warn!(sid = %socket.id, client = ?session.client(), "disconnecting a socket that kept flooding");
+    let notice = protocol::ErrorNotice {
+        event: event.to_owned(),
+        code: ErrorCode::RateLimited,
+        message: "Disconnected: too many requests after being asked to slow down.".to_owned(),
+        retry_after_ms: None,
+    };
+    let _ = socket.emit(event::ERROR, &notice);
+    tokio::spawn(close_when_possible(socket.clone()));
+}
+
+/// Connect middleware: applies the connection caps and registers the handlers before
+/// socketioxide sends CONNECT.
 ///
 /// socketioxide sends CONNECT before it runs the connect handler itself, in a spawned
 /// task; handlers registered there miss any event a client sends right after connecting.
-/// Middlewares are awaited before CONNECT goes out, so nothing can arrive unhandled.
-pub async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
-    socket.extensions.insert(Arc::new(Session::default()));
+/// Middlewares are awaited before CONNECT goes out, so nothing can arrive unhandled. A
+/// refusal here reaches the client as CONNECT_ERROR with the reason.
+pub async fn register_handlers(
+    socket: SocketRef,
+    State(chat): State<ChatState>,
+) -> Result<(), ConnectRefusal> {
+    let client = limits::client_key(&socket, chat.options.limits.client_ip_header.as_deref());
+    let slot = chat.clients.admit(client).inspect_err(|refusal| {
+        tracing::info!(sid = %socket.id, ?client, %refusal, "connection refused");
+    })?;
+    let session = Session::default();
+    session.hold_slot(slot);
+    socket.extensions.insert(Arc::new(session));
     socket.on(event::JOIN, on_join);
     socket.on(event::MESSAGE, on_message);
     socket.on(event::TYPING, on_typing);
@@ -189,14 +283,6 @@ async fn join(
     let req: JoinRequest = parse(data)?;
     let name = protocol::validate_name(&req.name)?;
     protocol::validate_room(&req.room)?;
-    if let Some(own) = session.name() {
-        if own != name {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidName,
-                format!("This connection already uses the name \"{own}\"."),
-            ));
-        }
-    }
     if !session.is_in(&req.room) && session.room_count() >= chat.options.max_rooms_per_socket {
         return Err(ProtocolError::new(
             ErrorCode::BadRequest,
@@ -207,9 +293,11 @@ async fn join(
         ));
     }
 
+    let identity = identify(chat, session, &name, req.session.as_deref())?;
+
     // Admit first, then read history: a message committed in between reaches the client
     // both live and in history, which it merges by id. The other order could lose it.
-    let (newly_joined, members) = admit(chat, socket, session, &req.room, &name)?;
+    let (newly_joined, members) = admit(chat, socket, session, &req.room, &identity)?;
     if newly_joined {
         chat.storage
             .touch_room(&req.room, now_ms())
@@ -238,11 +326,56 @@ async fn join(
     };
     Ok(JoinReply {
         room: req.room,
-        name,
+        name: identity.name,
         members,
         history,
         truncated,
+        session: identity.token,
     })
+}
+
+/// The name this socket speaks under: the one it already has, or the requested one if
+/// it is free or the client proves it owns it with its session token.
+fn identify(
+    chat: &Chat,
+    session: &Session,
+    name: &str,
+    token: Option<&str>,
+) -> Result<Identity, ProtocolError> {
+    let key = protocol::name_key(name);
+    if let Some(own) = session.identity() {
+        if own.key == key {
+            return Ok(own);
+        }
+        if session.room_count() > 0 {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidName,
+                format!(
+                    "This connection already uses the name \"{}\"; leave its rooms to change it.",
+                    own.name
+                ),
+            ));
+        }
+    }
+    let token =
+        chat.identities
+            .claim(&key, token, Instant::now())
+            .map_err(|ClaimRefusal::Held| {
+                ProtocolError::new(
+                    ErrorCode::NameTaken,
+                    format!("Someone is already using the name \"{name}\"; pick another."),
+                )
+            })?;
+    let identity = Identity {
+        name: name.to_owned(),
+        key,
+        token,
+    };
+    // A connection in no room may change its name; the old one stays held for its token.
+    if let Some(previous) = session.set_identity(identity.clone()) {
+        chat.identities.release(&previous.key, Instant::now());
+    }
+    Ok(identity)
 }
 
 /// Adds the socket to the room's members and tells the others; returns whether it is
@@ -252,24 +385,28 @@ fn admit(
     socket: &SocketRef,
     session: &Session,
     room_name: &str,
-    name: &str,
+    identity: &Identity,
 ) -> Result<(bool, Vec<String>), ProtocolError> {
+    let name = &identity.name;
     let room = chat.rooms.get_or_create(room_name);
     let mut room = lock(&room);
-    let (newly_joined, slow) = match room.admit(socket, name) {
+    let (newly_joined, slow) = match room.admit(socket, name, &identity.token) {
         Admission::NameTaken => {
             return Err(ProtocolError::new(
                 ErrorCode::NameTaken,
                 format!("Someone called \"{name}\" is already in this room."),
-            ))
+            ));
         }
         Admission::AlreadyMember => (false, Vec::new()),
+        Admission::AnotherConnection => {
+            session.add_room(room_name);
+            (true, Vec::new())
+        }
         Admission::Joined => {
-            session.set_name(name);
             session.add_room(room_name);
             let notice = Presence {
                 room: room_name.to_owned(),
-                name: name.to_owned(),
+                name: name.clone(),
                 ts: now_ms(),
             };
             (
@@ -339,7 +476,11 @@ fn author_in(
         return Err(not_joined(room_name));
     };
     let author = member.name.clone();
-    let slow = if std::mem::take(&mut member.typing) {
+    // Sending ends typing: the others are told at once (a message is not coalesced).
+    member.typing = false;
+    member.typing_generation += 1;
+    let slow = if std::mem::take(&mut member.typing_relayed) {
+        member.typing_relayed_at = Some(Instant::now());
         let notice = TypingNotice {
             room: room_name.to_owned(),
             name: author.clone(),
@@ -434,45 +575,78 @@ fn typing(
     };
     member.typing_generation += 1;
     let generation = member.typing_generation;
-    // Only changes are relayed: a refresh just extends the indicator's life.
-    let changed = member.typing != req.typing;
     member.typing = req.typing;
-    let notice = TypingNotice {
-        room: req.room.clone(),
-        name: member.name.clone(),
-        typing: req.typing,
-    };
-    let slow = if changed {
-        room.broadcast(Some(socket.id), event::TYPING, &notice)
-    } else {
-        Vec::new()
-    };
+    let name = member.name.clone();
     drop(room);
-    chat.drop_slow_consumers(slow);
+    relay_typing(chat, &room_arc, socket.id, &req.room);
 
     if req.typing {
         let sid = socket.id;
         let chat = chat.clone();
+        let room_name = req.room;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(protocol::TYPING_TTL_MS)).await;
-            let mut room = lock(&room_arc);
-            let Some(member) = room.member_mut(sid) else {
-                return;
-            };
-            if member.typing_generation != generation || !member.typing {
-                return;
+            {
+                let mut room = lock(&room_arc);
+                let Some(member) = room.member_mut(sid) else {
+                    return;
+                };
+                if member.typing_generation != generation || !member.typing {
+                    return;
+                }
+                tracing::trace!(%sid, %name, "typing indicator expired");
+                member.typing = false;
             }
-            member.typing = false;
-            let notice = TypingNotice {
-                typing: false,
-                ..notice
-            };
-            let slow = room.broadcast(Some(sid), event::TYPING, &notice);
-            drop(room);
-            chat.drop_slow_consumers(slow);
+            relay_typing(&chat, &room_arc, sid, &room_name);
         });
     }
     Ok(())
+}
+
+/// Tells the room a member's typing state if it changed since they were last told.
+/// Notices about one member go out at most once per `TYPING_RELAY_INTERVAL`: a client
+/// toggling on every keystroke costs the room one notice per interval, the latest state
+/// winning, and the last change is never lost.
+fn relay_typing(
+    chat: &ChatState,
+    room_arc: &Arc<std::sync::Mutex<rooms::Room>>,
+    sid: socketioxide::socket::Sid,
+    room_name: &str,
+) {
+    let now = Instant::now();
+    let mut room = lock(room_arc);
+    let Some(member) = room.member_mut(sid) else {
+        return;
+    };
+    if member.typing == member.typing_relayed || member.typing_relay_queued {
+        return;
+    }
+    let next_allowed = member
+        .typing_relayed_at
+        .map(|at| at + rooms::TYPING_RELAY_INTERVAL);
+    if let Some(at) = next_allowed.filter(|at| *at > now) {
+        member.typing_relay_queued = true;
+        drop(room);
+        let (chat, room_arc, room_name) = (chat.clone(), room_arc.clone(), room_name.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            if let Some(member) = lock(&room_arc).member_mut(sid) {
+                member.typing_relay_queued = false;
+            }
+            relay_typing(&chat, &room_arc, sid, &room_name);
+        });
+        return;
+    }
+    member.typing_relayed = member.typing;
+    member.typing_relayed_at = Some(now);
+    let notice = TypingNotice {
+        room: room_name.to_owned(),
+        name: member.name.clone(),
+        typing: member.typing,
+    };
+    let slow = room.broadcast(Some(sid), event::TYPING, &notice);
+    drop(room);
+    chat.drop_slow_consumers(slow);
 }
 
 async fn on_leave(
@@ -505,7 +679,7 @@ fn leave(
     let mut room = lock(&room);
     let member = room.remove(socket.id)?;
     let mut slow = Vec::new();
-    if member.typing {
+    if member.typing_relayed {
         let notice = TypingNotice {
             room: room_name.to_owned(),
             name: member.name.clone(),
@@ -513,12 +687,15 @@ fn leave(
         };
         slow.extend(room.broadcast(None, event::TYPING, &notice));
     }
-    let notice = Presence {
-        room: room_name.to_owned(),
-        name: member.name,
-        ts: now_ms(),
-    };
-    slow.extend(room.broadcast(None, event::LEFT, &notice));
+    // Someone with another connection here (a second tab) has not left.
+    if !room.has_name(&member.name) {
+        let notice = Presence {
+            room: room_name.to_owned(),
+            name: member.name,
+            ts: now_ms(),
+        };
+        slow.extend(room.broadcast(None, event::LEFT, &notice));
+    }
     Some(slow)
 }
 
@@ -529,5 +706,9 @@ async fn on_disconnect(socket: SocketRef, State(chat): State<ChatState>, reason:
         if let Some(slow) = leave(&chat, &socket, &session, &room) {
             chat.drop_slow_consumers(slow);
         }
+    }
+    // The name stays reserved for its session token a while, for a reconnect.
+    if let Some(identity) = session.release() {
+        chat.identities.release(&identity.key, Instant::now());
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use app::protocol::name_key;
 use socketioxide::extract::SocketRef;
@@ -15,10 +16,23 @@ pub struct Member {
     pub socket: SocketRef,
     pub name: String,
     key: String,
-    /// Bumped on every typing refresh, so a stale expiry timer knows it is stale.
+    /// The session token owning the name: one person may be here on several
+    /// connections (tabs), nobody else under the same name.
+    token: String,
+    /// Bumped on every typing change, so a stale expiry timer knows it is stale.
     pub typing_generation: u64,
+    /// Whether this member is typing, as last reported.
     pub typing: bool,
+    /// What the others were last told, when, and whether a deferred relay is queued:
+    /// typing changes are relayed at most once per [`TYPING_RELAY_INTERVAL`], the latest
+    /// state winning.
+    pub typing_relayed: bool,
+    pub typing_relayed_at: Option<Instant>,
+    pub typing_relay_queued: bool,
 }
+
+/// The least time between two typing notices about one member.
+pub const TYPING_RELAY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Who is in a room; its messages live in storage.
 #[derive(Default)]
@@ -28,28 +42,49 @@ pub struct Room {
 }
 
 pub enum Admission {
+    /// The first connection of this person here: the others are told.
     Joined,
+    /// Another connection of someone already here (a second tab): nobody is told.
+    AnotherConnection,
     AlreadyMember,
     NameTaken,
 }
 
 impl Room {
-    pub fn admit(&mut self, socket: &SocketRef, name: &str) -> Admission {
+    pub fn admit(&mut self, socket: &SocketRef, name: &str, token: &str) -> Admission {
         if self.member(socket.id).is_some() {
             return Admission::AlreadyMember;
         }
         let key = name_key(name);
-        if self.members.iter().any(|m| m.key == key) {
-            return Admission::NameTaken;
+        let mut same_person = false;
+        for member in self.members.iter().filter(|m| m.key == key) {
+            if member.token != token {
+                return Admission::NameTaken;
+            }
+            same_person = true;
         }
         self.members.push(Member {
             socket: socket.clone(),
             name: name.to_owned(),
             key,
+            token: token.to_owned(),
             typing_generation: 0,
             typing: false,
+            typing_relayed: false,
+            typing_relayed_at: None,
+            typing_relay_queued: false,
         });
-        Admission::Joined
+        if same_person {
+            Admission::AnotherConnection
+        } else {
+            Admission::Joined
+        }
+    }
+
+    /// Whether someone still has a connection here under this name.
+    pub fn has_name(&self, name: &str) -> bool {
+        let key = name_key(name);
+        self.members.iter().any(|m| m.key == key)
     }
 
     pub fn remove(&mut self, sid: Sid) -> Option<Member> {
@@ -65,8 +100,14 @@ impl Room {
         self.members.iter_mut().find(|m| m.socket.id == sid)
     }
 
+    /// Who is here, each person once (however many connections they have).
     pub fn member_names(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.name.clone()).collect()
+        let mut seen = std::collections::HashSet::new();
+        self.members
+            .iter()
+            .filter(|m| seen.insert(m.key.as_str()))
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     /// Sends an event to every member but `except`. Returns the sockets whose send

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use app::protocol::{self, ErrorCode, ErrorNotice, ProtocolError};
 use serde::Serialize;
@@ -15,27 +16,97 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::Value as PacketValue;
 use socketioxide::socket::Socket;
 
+use super::limits::{ClientKey, ConnectionSlot, RateLimit, TokenBucket};
 use super::rooms::lock;
 use super::turnstile::Turnstile;
-use super::{Chat, ChatState};
+use super::{Chat, ChatState, Throttle};
+
+/// The name a socket speaks under, and the session token that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    /// `name_key(name)`: what collisions are decided on.
+    pub key: String,
+    pub token: String,
+}
 
 #[derive(Default)]
 pub struct Session {
     /// Set by the first successful join; one socket keeps one name.
-    name: Mutex<Option<String>>,
+    identity: Mutex<Option<Identity>>,
     rooms: Mutex<BTreeSet<String>>,
     /// Set once the socket is being dropped as a slow consumer.
     evicted: AtomicBool,
+    /// Set once the socket is being dropped for flooding: nothing more it sent is handled.
+    flooded: AtomicBool,
     pub turnstile: Turnstile,
+    /// This connection's place in the connection caps; given back on disconnect.
+    slot: Mutex<Option<ConnectionSlot>>,
+    client: Mutex<Option<ClientKey>>,
+    /// Token buckets: messages, other requests, and refusals (a socket that keeps
+    /// sending after being refused runs out of these and is disconnected).
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    messages: Option<TokenBucket>,
+    requests: Option<TokenBucket>,
+    refusals: Option<TokenBucket>,
+}
+
+/// Which bucket a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Messages,
+    Requests,
+    Refusals,
 }
 
 impl Session {
-    pub fn name(&self) -> Option<String> {
-        lock(&self.name).clone()
+    pub fn identity(&self) -> Option<Identity> {
+        lock(&self.identity).clone()
     }
 
-    pub fn set_name(&self, name: &str) {
-        lock(&self.name).get_or_insert_with(|| name.to_owned());
+    /// Binds the socket to a name; returns the one it replaces.
+    pub fn set_identity(&self, identity: Identity) -> Option<Identity> {
+        lock(&self.identity).replace(identity)
+    }
+
+    /// Counts the connection in the caps for as long as the session holds the slot.
+    pub fn hold_slot(&self, slot: ConnectionSlot) {
+        *lock(&self.client) = slot.client();
+        *lock(&self.slot) = Some(slot);
+    }
+
+    /// Gives back the connection slot and the name; called once, on disconnect.
+    pub fn release(&self) -> Option<Identity> {
+        lock(&self.slot).take();
+        lock(&self.identity).take()
+    }
+
+    pub fn client(&self) -> Option<ClientKey> {
+        *lock(&self.client)
+    }
+
+    /// Takes a token from one of this socket's buckets, or says how long to wait.
+    pub fn take(
+        &self,
+        bucket: Bucket,
+        limit: Option<RateLimit>,
+        now: Instant,
+    ) -> Result<(), std::time::Duration> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let mut buckets = lock(&self.buckets);
+        let slot = match bucket {
+            Bucket::Messages => &mut buckets.messages,
+            Bucket::Requests => &mut buckets.requests,
+            Bucket::Refusals => &mut buckets.refusals,
+        };
+        slot.get_or_insert_with(|| TokenBucket::new(limit, now))
+            .take(now)
     }
 
     pub fn is_in(&self, room: &str) -> bool {
@@ -57,6 +128,15 @@ impl Session {
     /// Marks the session as evicted; false if it already was.
     pub fn evict(&self) -> bool {
         !self.evicted.swap(true, Ordering::AcqRel)
+    }
+
+    /// Marks the session as being closed for flooding; false if it already was.
+    pub fn stop_for_flooding(&self) -> bool {
+        !self.flooded.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_flooding(&self) -> bool {
+        self.flooded.load(Ordering::Acquire)
     }
 
     pub fn is_evicted(&self) -> bool {
@@ -85,6 +165,8 @@ pub struct Request {
     session: Arc<Session>,
     ack: AckSender,
     wants_ack: bool,
+    /// The packet carried binary attachments, which no event of the contract takes.
+    binary: bool,
     ticket: u64,
 }
 
@@ -100,11 +182,16 @@ impl FromMessageParts<LocalAdapter> for Request {
         let ack = AckSender::from_message_parts(s, v, ack_id)?;
         let session = session_of(&socket);
         let ticket = session.turnstile.ticket();
+        let binary = match v {
+            PacketValue::Str(_, attachments) => attachments.as_ref().is_some_and(|a| !a.is_empty()),
+            PacketValue::Bytes(_) => true,
+        };
         Ok(Request {
             socket,
             session,
             ack,
             wants_ack: ack_id.is_some(),
+            binary,
             ticket,
         })
     }
@@ -120,13 +207,24 @@ impl Request {
     {
         let session = self.session.clone();
         let _turn = session.turnstile.wait(self.ticket).await;
+        if session.is_flooding() {
+            return;
+        }
         let result = if session.is_evicted() {
             Err(ProtocolError::new(
                 ErrorCode::Unavailable,
                 "This connection fell too far behind and is being closed; reconnect.",
             ))
         } else {
-            work(chat.clone(), self.socket.clone(), session.clone()).await
+            match chat.throttle(&self.socket, &session, event) {
+                Throttle::Drop => return,
+                Throttle::Refuse(refusal) => Err(refusal),
+                Throttle::Pass if self.binary => Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    "Binary attachments are not accepted; send JSON text.",
+                )),
+                Throttle::Pass => work(chat.clone(), self.socket.clone(), session.clone()).await,
+            }
         };
         self.respond(&chat, event, result);
     }
@@ -144,6 +242,7 @@ impl Request {
                     event: event.to_owned(),
                     code: error.code,
                     message: error.message.clone(),
+                    retry_after_ms: error.retry_after_ms,
                 },
             ),
         };

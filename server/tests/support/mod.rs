@@ -31,8 +31,9 @@ pub const QUIET: Duration = Duration::from_millis(500);
 
 /// Starts a real Banter server on a free loopback port, with a fresh in-memory database,
 /// and returns its address.
+/// A server without rate limits or connection caps, for tests about everything else.
 pub async fn start_server() -> SocketAddr {
-    start_server_with(server::ChatOptions::default()).await
+    start_server_with(server::ChatOptions::unlimited()).await
 }
 
 pub async fn start_server_with(options: server::ChatOptions) -> SocketAddr {
@@ -44,7 +45,9 @@ pub async fn start_server_with(options: server::ChatOptions) -> SocketAddr {
 pub async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // With connection info, as the binary serves: per-address limits see the client.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     addr
 }
 
@@ -162,7 +165,11 @@ impl PendingAck {
             label,
         } = self;
         match timeout(limit, rx).await {
-            Ok(Ok(mut args)) => Ok(if args.is_empty() { Value::Null } else { args.remove(0) }),
+            Ok(Ok(mut args)) => Ok(if args.is_empty() {
+                Value::Null
+            } else {
+                args.remove(0)
+            }),
             Ok(Err(_)) => Err(format!(
                 "[{label}] connection closed before the ack for `{event}` (id {id}) arrived; frames:\n{}",
                 trace.dump()
@@ -233,7 +240,7 @@ impl Client {
                         return Err(format!(
                             "[{label}] expected an open packet, got {other:?} from {:?}",
                             text.as_str()
-                        ))
+                        ));
                     }
                 }
             }
@@ -336,6 +343,11 @@ impl Client {
         let _ = self.out.send(WsMessage::text(text.to_owned()));
     }
 
+    /// Sends one raw WebSocket binary frame, e.g. a Socket.IO attachment.
+    pub fn send_binary(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(WsMessage::binary(bytes));
+    }
+
     /// Emits `42[event,payload]` without an ack id.
     pub fn emit(&self, event: &str, payload: Value) {
         self.emit_args(event, vec![payload]);
@@ -361,6 +373,22 @@ impl Client {
         self.start_request_args(event, vec![payload])
     }
 
+    /// Sends a hand-written request frame built around a fresh ack id, e.g. a binary
+    /// event `451-<id>[...]`; its ack is awaited like any other.
+    pub fn start_raw_request(&self, event: &str, frame: impl FnOnce(u64) -> String) -> PendingAck {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        self.send_text(&frame(id));
+        PendingAck {
+            id,
+            event: event.to_owned(),
+            rx,
+            trace: self.trace.clone(),
+            label: self.label.clone(),
+        }
+    }
+
     pub fn start_request_args(&self, event: &str, args: Vec<Value>) -> PendingAck {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -381,6 +409,22 @@ impl Client {
             .request("join", json!({ "name": name, "room": room }))
             .await;
         assert_ok(&reply, &format!("[{}] join {name:?} {room:?}", self.label));
+        reply
+    }
+
+    /// `join` presenting a session token from an earlier join's reply (`reply["session"]`),
+    /// as a reconnecting client does to reclaim its name; panics unless the reply is `ok`.
+    pub async fn rejoin(&self, name: &str, room: &str, session: &Value) -> Value {
+        let reply = self
+            .request(
+                "join",
+                json!({ "name": name, "room": room, "session": session }),
+            )
+            .await;
+        assert_ok(
+            &reply,
+            &format!("[{}] rejoin {name:?} {room:?}", self.label),
+        );
         reply
     }
 
@@ -593,4 +637,111 @@ async fn read_loop(
     closed.store(true, Ordering::SeqCst);
     // Dropping the ack senders wakes every pending request with "connection closed".
     acks.lock().unwrap().clear();
+}
+
+// Helpers for the hostile-input suite (`hostile.rs`).
+
+impl Client {
+    /// Sends any WebSocket message as it is: binary frames, or raw frames whose payload
+    /// is not valid UTF-8.
+    pub fn send_ws(&self, message: WsMessage) {
+        let _ = self.out.send(message);
+    }
+
+    /// Reserves the next ack id without sending anything, for a request the test frames
+    /// by hand (binary events, odd namespaces); the ack is matched like any other.
+    pub fn reserve_ack(&self, event: &str) -> (u64, PendingAck) {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        let pending = PendingAck {
+            id,
+            event: event.to_owned(),
+            rx,
+            trace: self.trace.clone(),
+            label: self.label.clone(),
+        };
+        (id, pending)
+    }
+
+    /// Waits until the server has closed the connection; false if it is still open after
+    /// `limit`.
+    pub async fn wait_closed(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.is_closed() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Waits for a received frame (as recorded, e.g. `<- 44/admin,{...}`) that satisfies
+    /// `pred`; returns it, or `None` after `limit`.
+    pub async fn wait_frame(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = {
+                let log = self.trace.0.lock().unwrap();
+                log.iter()
+                    .filter_map(|line| line.strip_prefix("<- "))
+                    .find(|frame| pred(frame))
+                    .map(str::to_owned)
+            };
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Like [`start_server_with`], also returning the Socket.IO handle, through which a test
+/// can count the sockets the server still holds.
+pub async fn start_server_with_io(
+    options: server::ChatOptions,
+) -> (SocketAddr, socketioxide::SocketIo) {
+    let storage = server::storage::open("sqlite::memory:").await.unwrap();
+    let (router, io) = server::build(options, storage);
+    (serve(router).await, io)
+}
+
+/// One raw HTTP/1.1 request with `Connection: close` and an arbitrary body (bytes, so it
+/// may be invalid UTF-8); returns the status and the raw body (chunked framing, if any,
+/// left in place).
+pub async fn http_raw(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before reading a body it refuses.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let read = timeout(ACK_TIMEOUT, async {
+        let mut buf = [0; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{method} {path}: no complete HTTP response");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: no HTTP head in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {head}"));
+    (status, raw[end + 4..].to_vec())
 }
