@@ -287,6 +287,21 @@ pub fn decode_reply<T: DeserializeOwned>(value: Value) -> Result<T, ProtocolErro
     }
 }
 
+/// Reads a request payload into its request type, as the server does for every event;
+/// any other shape is `bad_request`. Shared so the fuzz targets exercise the server's
+/// exact decoding.
+pub fn decode_request<T: DeserializeOwned>(value: Value) -> Result<T, ProtocolError> {
+    // serde would also fill a struct from an array, by position; the contract says object.
+    if !value.is_object() {
+        return Err(ProtocolError::new(
+            ErrorCode::BadRequest,
+            "the request needs a JSON object payload",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadRequest, format!("malformed payload: {e}")))
+}
+
 /// Trims a display name and checks it: 1–32 characters, no control characters.
 pub fn validate_name(raw: &str) -> Result<String, ProtocolError> {
     let name = raw.trim();
@@ -408,6 +423,28 @@ mod tests {
     fn replies_without_ok_are_refused() {
         let err = decode_reply::<EmptyReply>(json!({"room": "x"})).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn requests_must_be_objects_of_the_right_shape() {
+        let join: JoinRequest =
+            decode_request(json!({"name": "a", "room": "r", "since": 3, "author": "x"})).unwrap();
+        assert_eq!(join.since, Some(3));
+        for bad in [
+            json!(["a", "r"]),
+            json!("join"),
+            json!(null),
+            json!({"name": 5, "room": "r"}),
+            json!({"name": "a", "room": "r", "since": -1}),
+        ] {
+            assert_eq!(
+                decode_request::<JoinRequest>(bad.clone()).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        let history: HistoryRequest = decode_request(json!({"room": "r", "before": 9})).unwrap();
+        assert_eq!(history.limit, JOIN_HISTORY);
     }
 
     #[test]
