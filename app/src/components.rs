@@ -375,14 +375,33 @@ fn LogLine(line: Line) -> impl IntoView {
                         {time}
                         <span class="status">{status_label(&status)}</span>
                     </div>
-                    // Text is always a text node: never parsed as HTML.
-                    <p class="text">{text}</p>
+                    // Text is only ever text nodes, never parsed as HTML; http(s) URLs in
+                    // it become links.
+                    <p class="text">{message_text(&text)}</p>
                     {failure}
                 </li>
             }
             .into_any()
         }
     }
+}
+
+/// A message's text as text nodes and `<a>` links. Only `http(s)://` URLs are links
+/// (`crate::linkify`), opened in a new tab without handing the opener, the referrer or
+/// any search-ranking endorsement to the linked site.
+pub(crate) fn message_text(text: &str) -> Vec<AnyView> {
+    crate::linkify::segments(text)
+        .into_iter()
+        .map(|segment| match segment {
+            crate::linkify::Segment::Text(text) => text.to_owned().into_any(),
+            crate::linkify::Segment::Link(url) => view! {
+                <a href=url.to_owned() target="_blank" rel="noopener noreferrer nofollow">
+                    {url.to_owned()}
+                </a>
+            }
+            .into_any(),
+        })
+        .collect()
 }
 
 fn status_label(status: &Delivery) -> &'static str {

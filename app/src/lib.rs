@@ -6,5 +6,7 @@
 pub mod client;
 pub mod codec;
 pub mod components;
+pub mod linkify;
+pub mod names;
 pub mod protocol;
 pub mod store;

@@ -302,31 +302,18 @@ pub fn decode_request<T: DeserializeOwned>(value: Value) -> Result<T, ProtocolEr
         .map_err(|e| ProtocolError::new(ErrorCode::BadRequest, format!("malformed payload: {e}")))
 }
 
-/// Trims a display name and checks it: 1–32 characters, no control characters.
+/// Trims a display name and checks it: 1–32 characters, no control, invisible or
+/// direction-control characters, and no mix of writing systems that look-alike spoofs
+/// use (see [`crate::names`]). Returns the name to store and display.
 pub fn validate_name(raw: &str) -> Result<String, ProtocolError> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 {
-        return Err(ProtocolError::new(ErrorCode::InvalidName, "Enter a name."));
-    }
-    if chars > MAX_NAME_CHARS {
-        return Err(ProtocolError::new(
-            ErrorCode::InvalidName,
-            format!("A name is at most {MAX_NAME_CHARS} characters."),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ProtocolError::new(
-            ErrorCode::InvalidName,
-            "A name cannot contain control characters.",
-        ));
-    }
-    Ok(name.to_owned())
+    crate::names::validate(raw)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidName, e.to_string()))
 }
 
-/// The form of a name used to decide whether two names collide.
+/// The form of a name used to decide whether two names collide: NFKC with full case
+/// folding, so case, width and compatibility variants of a name are the same name.
 pub fn name_key(name: &str) -> String {
-    name.trim().to_lowercase()
+    crate::names::key(name)
 }
 
 /// Checks a room name: 1–64 of `[a-z0-9_-]`.
@@ -464,6 +451,13 @@ mod tests {
             ErrorCode::InvalidName
         );
         assert_eq!(name_key(" Alice "), name_key("alICE"));
+        // The Unicode rules of `names` answer with `invalid_name` and a sentence.
+        for spoof in ["\u{0430}lice", "ali\u{200B}ce", "\u{202E}ecila"] {
+            let err = validate_name(spoof).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidName, "{spoof:?}");
+            assert!(err.message.ends_with('.'), "{}", err.message);
+        }
+        assert_eq!(name_key("Ａｌｉｃｅ"), name_key("alice"));
     }
 
     #[test]
