@@ -26,6 +26,8 @@ pub const NAME_KEY: &str = "banter.name";
 const OUTBOX_KEY: &str = "banter.outbox.";
 /// localStorage key of the newest message id read per room.
 const READ_KEY: &str = "banter.read";
+/// localStorage key of the session token that owns our name on the server.
+const SESSION_KEY: &str = "banter.session";
 /// How often the room list (online and unread counts) is refreshed.
 const ROOMS_REFRESH_MS: f64 = 10_000.0;
 const ACK_TIMEOUT_MS: f64 = 10_000.0;
@@ -74,6 +76,8 @@ struct Client {
     awaiting: HashMap<u64, (Awaiting, f64)>,
     /// The outbox sends one message at a time, so the server stores them in order.
     in_flight: Option<u64>,
+    /// When the server said we may send again after refusing a message as too fast.
+    send_paused_until: Option<f64>,
     typing_sent: Option<f64>,
     last_keystroke: f64,
     rooms_fetched_at: f64,
@@ -135,6 +139,17 @@ fn socket_url() -> Option<String> {
         "{scheme}://{}/socket.io/?EIO=4&transport=websocket",
         location.host().ok()?
     ))
+}
+
+/// A `join` request, with the session token that proves the name is ours when we have
+/// one: a reconnect or a reload then gets the name back even while the server still
+/// holds it for us. A token for another name does no harm: the server ignores it.
+fn join_payload(name: &str, room: &str) -> Value {
+    let mut payload = json!({ "name": name, "room": room });
+    if let Some(token) = storage().and_then(|s| s.get_item(SESSION_KEY).ok().flatten()) {
+        payload["session"] = json!(token);
+    }
+    payload
 }
 
 fn new_client_id() -> String {
@@ -201,6 +216,7 @@ impl Client {
             next_ack: 0,
             awaiting: HashMap::new(),
             in_flight: None,
+            send_paused_until: None,
             typing_sent: None,
             last_keystroke: 0.0,
             rooms_fetched_at: 0.0,
@@ -336,7 +352,7 @@ impl Client {
     /// Joins for the page itself, not the user: with `since`, so the reply carries exactly
     /// the messages this page has not seen.
     fn rejoin(&mut self, name: String) {
-        let mut payload = json!({ "name": name, "room": self.room });
+        let mut payload = join_payload(&name, &self.room);
         if let Some((_, newest)) = self.store.lines.with_untracked(|lines| id_range(lines)) {
             payload["since"] = json!(newest);
         }
@@ -426,6 +442,16 @@ impl Client {
         {
             return Err("a request went unanswered".into());
         }
+        if let Some(until) = self.send_paused_until {
+            if now >= until {
+                self.send_paused_until = None;
+                self.store.throttled.set(None);
+                self.pump();
+            } else {
+                let seconds = ((until - now) / 1_000.0).ceil() as u64;
+                self.store.throttled.set(Some(seconds.max(1)));
+            }
+        }
         if self.rejoin_at.is_some_and(|at| now >= at) {
             self.rejoin_at = None;
             self.on_connected();
@@ -458,7 +484,7 @@ impl Client {
                 if online {
                     self.request(
                         event::JOIN,
-                        json!({ "name": name, "room": self.room }),
+                        join_payload(&name, &self.room),
                         Awaiting::Join { automatic: false },
                     );
                 }
@@ -544,7 +570,7 @@ impl Client {
 
     /// Sends the oldest pending message of ours, if none is in flight.
     fn pump(&mut self) {
-        if !self.joined || self.in_flight.is_some() {
+        if !self.joined || self.in_flight.is_some() || self.send_paused_until.is_some() {
             return;
         }
         let next = self.store.lines.with_untracked(|lines| {
@@ -720,6 +746,14 @@ impl Client {
                         self.store.merge_messages(vec![reply.message]);
                         self.save_outbox();
                     }
+                    Err(error) if error.code == ErrorCode::RateLimited => {
+                        // Too fast: the message stays pending, first in line, and the
+                        // outbox waits as long as the server asked before resending.
+                        let wait = error.retry_after_ms.unwrap_or(1_000).max(100);
+                        self.send_paused_until = Some(now() + wait as f64);
+                        self.store.throttled.set(Some(wait.div_ceil(1_000).max(1)));
+                        return;
+                    }
                     Err(error) if error.code == ErrorCode::NotJoined => {
                         // Our membership lapsed (e.g. a server restart): rejoin, then resend.
                         self.joined = false;
@@ -760,6 +794,9 @@ impl Client {
                 self.rejoin_failures = 0;
                 if let Some(storage) = storage() {
                     let _ = storage.set_item(NAME_KEY, &reply.name);
+                    if !reply.session.is_empty() {
+                        let _ = storage.set_item(SESSION_KEY, &reply.session);
+                    }
                 }
                 self.store.join_error.set(None);
                 self.store.joining.set(false);

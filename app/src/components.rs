@@ -145,6 +145,17 @@ fn ConnectionBanner() -> impl IntoView {
         <Show when=move || store.connection.get() == Connection::Offline>
             <p class="banner" role="status">"Reconnecting… messages you send will go out once the connection is back."</p>
         </Show>
+        {move || {
+            store.throttled.get().map(|seconds| {
+                view! {
+                    <p class="banner throttled" role="status">
+                        {format!(
+                            "You are sending faster than this server allows; your messages go out in {seconds} s."
+                        )}
+                    </p>
+                }
+            })
+        }}
     }
 }
 

@@ -110,6 +110,8 @@ pub struct ChatStore {
     pub rooms: RwSignal<Vec<RoomInfo>>,
     /// The newest message id read per room (from localStorage), for unread counts.
     pub last_read: RwSignal<std::collections::HashMap<String, u64>>,
+    /// Set while the server asked us to slow down: seconds until sending resumes.
+    pub throttled: RwSignal<Option<u64>>,
     next_uid: StoredValue<u64>,
     actions: StoredValue<Option<UnboundedSender<Action>>>,
 }
@@ -130,6 +132,7 @@ impl ChatStore {
             loading_older: RwSignal::new(false),
             rooms: RwSignal::new(Vec::new()),
             last_read: RwSignal::new(std::collections::HashMap::new()),
+            throttled: RwSignal::new(None),
             next_uid: StoredValue::new(0),
             actions: StoredValue::new(None),
         }

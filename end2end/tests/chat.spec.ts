@@ -133,17 +133,19 @@ test.describe("two people chatting in #general", () => {
       const path = `/r/together-${round}`;
       const a = await openUser(`ann-${round}`, { path });
       const b = await openUser(`ben-${round}`, { path });
-      await a.page.getByLabel("Name", { exact: true }).fill("ann");
-      await b.page.getByLabel("Name", { exact: true }).fill("ben");
+      // Names are server-wide and held a while after their owner leaves: new ones each round.
+      const [ann, ben] = [`ann${round}`, `ben${round}`];
+      await a.page.getByLabel("Name", { exact: true }).fill(ann);
+      await b.page.getByLabel("Name", { exact: true }).fill(ben);
       await Promise.all(
         [a, b].map((u) => u.page.getByRole("button", { name: "Join", exact: true }).click()),
       );
       for (const [u, who] of [
-        [a, "ann"],
-        [b, "ben"],
+        [a, ann],
+        [b, ben],
       ] as const) {
         await expect(u.page.getByLabel("Message", { exact: true })).toBeVisible();
-        for (const name of ["ann", "ben"]) {
+        for (const name of [ann, ben]) {
           await expect(
             onlineEntry(u.page, name),
             `round ${round}: ${who} sees ${name} in Online`,

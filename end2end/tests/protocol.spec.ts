@@ -41,6 +41,7 @@ test("join: the reply, and the refusals", async ({ server }) => {
     members: ["ann"],
     history: [],
     truncated: false,
+    session: expect.stringMatching(/^[0-9a-f]{32}$/),
   });
 
   const b = await connect(server.url, { transports: ["websocket"] });
@@ -146,14 +147,21 @@ test("presence and typing notices", async ({ server }) => {
   });
   expect(afterLeave).toMatchObject({ ok: false, error: { code: "not_joined" } });
 
-  // A disconnect is a leave too, and frees the name.
+  // A disconnect is a leave too; the name stays held for its session token.
   const c = await connect(server.url, { transports: ["polling"] });
-  expect(await request(c, "join", { name: "cat", room: "general" })).toMatchObject({ ok: true });
+  const catJoined = await request(c, "join", { name: "cat", room: "general" });
+  expect(catJoined).toMatchObject({ ok: true });
   await expect.poll(() => joined.map((p) => p.name)).toContain("cat");
   c.disconnect();
   await expect.poll(() => left.map((p) => p.name)).toEqual(["ben", "cat"]);
   const d = await connect(server.url);
-  expect(await request(d, "join", { name: "cat", room: "general" })).toMatchObject({ ok: true });
+  expect(await request(d, "join", { name: "cat", room: "general" })).toMatchObject({
+    ok: false,
+    error: { code: "name_taken" },
+  });
+  expect(
+    await request(d, "join", { name: "cat", room: "general", session: catJoined.session }),
+  ).toMatchObject({ ok: true, name: "cat" });
 });
 
 test("rules: one name per socket, names per room, senders, authors, shapes", async ({

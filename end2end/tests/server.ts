@@ -59,6 +59,8 @@ export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Port to use (default: a free one). */
   port?: number;
+  /** More command-line flags, e.g. lower rate limits. */
+  args?: string[];
 }
 
 export interface StopResult {
@@ -89,6 +91,7 @@ export class BanterServer {
   readonly database: string;
   readonly port: number;
   readonly url: string;
+  readonly args: string[];
   /** Every start, SIGTERM and exit, with the server's stdout and stderr, in order. */
   private log = "";
   private child: ChildProcess | null = null;
@@ -101,6 +104,7 @@ export class BanterServer {
     this.cwd = opts.cwd;
     this.env = opts.env;
     this.port = opts.port;
+    this.args = opts.args;
     this.url = `http://127.0.0.1:${opts.port}`;
     this.database = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "banter-db-")), "banter.db");
   }
@@ -118,6 +122,7 @@ export class BanterServer {
       cwd: opts.cwd ?? path.resolve(__dirname, ".."),
       env: opts.env ?? { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
       port: opts.port ?? (await freePort()),
+      args: opts.args ?? [],
     });
     await server.launch();
     return server;
@@ -145,7 +150,13 @@ export class BanterServer {
 
   private async launch(): Promise<void> {
     // A fresh database per server; a restart of the same server keeps it.
-    const args = ["--addr", `127.0.0.1:${this.port}`, "--database", `sqlite://${this.database}`];
+    const args = [
+      "--addr",
+      `127.0.0.1:${this.port}`,
+      "--database",
+      `sqlite://${this.database}`,
+      ...this.args,
+    ];
     this.note(`spawn ${this.bin} ${args.join(" ")} (cwd ${this.cwd})`);
     const child = spawn(this.bin, args, {
       cwd: this.cwd,
