@@ -447,10 +447,9 @@ async fn unknown_events_and_namespaces() {
 /// The contract says every request gets its ack; a stock client waits for it. An event
 /// the server does not know is a request it cannot answer with a result, so it should
 /// still answer, with `bad_request`, rather than leave the client waiting until its
-/// timeout. socketioxide drops events without a handler; the server needs a fallback
-/// handler (`SocketRef::on_fallback`) for this.
+/// timeout. socketioxide drops events without a handler; the server registers a
+/// fallback handler (`SocketRef::on_fallback`) for this (this test failed before it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "unknown events get no ack: needs a fallback handler in chat/mod.rs"]
 async fn unknown_events_with_an_ack_id_are_refused() {
     let arena = Arena::new().await;
     let evil = arena.attacker().await;

@@ -210,6 +210,9 @@ pub async fn register_handlers(
     socket.on(event::LEAVE, on_leave);
     socket.on(event::HISTORY, on_history);
     socket.on(event::ROOMS, on_rooms);
+    // socketioxide drops events nobody handles, so a client waiting on an ack for a
+    // misspelt event would wait for ever: refuse them like any other bad request.
+    socket.on_fallback(on_unknown_event);
     socket.on_disconnect(on_disconnect);
     Ok(())
 }
@@ -236,15 +239,26 @@ fn parse<T: DeserializeOwned>(
             "the request needs a JSON object payload",
         )
     })?;
-    // serde would also fill a struct from an array, by position; the contract says object.
-    if !value.is_object() {
-        return Err(ProtocolError::new(
-            ErrorCode::BadRequest,
-            "the request needs a JSON object payload",
-        ));
-    }
-    serde_json::from_value(value)
-        .map_err(|e| ProtocolError::new(ErrorCode::BadRequest, format!("malformed payload: {e}")))
+    protocol::decode_request(value)
+}
+
+/// Any event the contract does not have.
+async fn on_unknown_event(
+    State(chat): State<ChatState>,
+    request: Request,
+    socketioxide::extract::Event(name): socketioxide::extract::Event,
+) {
+    // The name goes back in the answer: keep a hostile one short.
+    let shown: String = name.chars().take(64).collect();
+    let refusal = ProtocolError::new(
+        ErrorCode::BadRequest,
+        format!("There is no event \"{shown}\"; see docs/PROTOCOL.md for the events."),
+    );
+    request
+        .handle(chat, &shown, |_, _, _| async move {
+            Err::<EmptyReply, _>(refusal)
+        })
+        .await;
 }
 
 fn not_joined(room: &str) -> ProtocolError {
