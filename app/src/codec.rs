@@ -32,6 +32,10 @@ pub enum CodecError {
     InvalidAckId,
     #[error("unterminated namespace")]
     InvalidNamespace,
+    #[error(
+        "a connect, connect error or disconnect takes no ack id, and an object payload if any"
+    )]
+    InvalidControl,
 }
 
 /// The handshake data in the Engine.IO open packet.
@@ -189,6 +193,20 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
         )
     };
 
+    // Only events and acks carry an id. A connect's payload is an object (the auth
+    // data) and a connect error's an object or, from v4 servers, a string; a bare
+    // number there could not be told from an id when written back out.
+    let control = matches!(kind, '0' | '1' | '4');
+    let payload_fits = match (kind, &data) {
+        (_, None) => kind != '4',
+        ('0', Some(Value::Object(_))) => true,
+        ('4', Some(Value::Object(_) | Value::String(_))) => true,
+        _ => false,
+    };
+    if control && (id.is_some() || !payload_fits) {
+        return Err(CodecError::InvalidControl);
+    }
+
     Ok(match kind {
         '0' => SocketPacket::Connect { ns, data },
         '1' => SocketPacket::Disconnect { ns },
@@ -215,7 +233,7 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
         },
         _ => SocketPacket::ConnectError {
             ns,
-            data: data.unwrap_or(Value::Null),
+            data: data.unwrap_or_default(),
         },
     })
 }
@@ -434,6 +452,27 @@ mod tests {
             decode_socket("2/admin[\"x\"]"),
             Err(CodecError::InvalidNamespace)
         );
+        // A number after a connect reads as an id; in a payload it would be written
+        // back out as one. Neither fits a control packet (found by the codec fuzzer).
+        for text in [
+            "0 5",
+            "05",
+            "4 5",
+            "45",
+            "4",
+            "15",
+            "1{}",
+            "0[1]",
+            "0\"auth\"",
+        ] {
+            assert_eq!(
+                decode_socket(text),
+                Err(CodecError::InvalidControl),
+                "{text:?}"
+            );
+        }
+        assert!(decode_socket("0{\"token\":1}").is_ok());
+        assert!(decode_socket("4\"Not authorized\"").is_ok());
     }
 
     #[test]
