@@ -122,16 +122,16 @@ function watchLog(forbidden: string) {
   if (w.__inserted) return;
   const inserted: string[] = [];
   w.__inserted = inserted;
-  const check = (el: Element) => {
-    if (!el.closest('[role="log"]')) return;
-    for (const found of [el, ...Array.from(el.querySelectorAll(forbidden))]) {
-      if (found.matches(forbidden)) inserted.push(found.outerHTML.slice(0, 200));
-    }
-  };
   new MutationObserver((mutations) => {
     for (const m of mutations) {
+      // Where the node went in, not where it is now: it may be gone again already.
+      const parent = m.target instanceof Element ? m.target : null;
+      if (!parent?.closest('[role="log"]')) continue;
       m.addedNodes.forEach((node) => {
-        if (node instanceof Element) check(node);
+        if (!(node instanceof Element)) return;
+        for (const found of [node, ...Array.from(node.querySelectorAll(forbidden))]) {
+          if (found.matches(forbidden)) inserted.push(found.outerHTML.slice(0, 200));
+        }
       });
     }
   }).observe(document, { subtree: true, childList: true });
