@@ -5,8 +5,10 @@
 #[cfg(feature = "browser")]
 pub mod client;
 pub mod codec;
+#[cfg(feature = "ui")]
 pub mod components;
 pub mod linkify;
 pub mod names;
 pub mod protocol;
+#[cfg(feature = "ui")]
 pub mod store;

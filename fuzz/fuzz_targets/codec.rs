@@ -5,7 +5,7 @@
 
 use app::codec::{
     decode_engine, decode_polling_payload, decode_socket, encode_engine, encode_frame,
-    encode_socket, EnginePacket, SocketPacket, RECORD_SEPARATOR,
+    encode_socket, EnginePacket, RECORD_SEPARATOR,
 };
 use libfuzzer_sys::fuzz_target;
 
