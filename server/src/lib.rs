@@ -35,6 +35,9 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
         .max_payload(MAX_MESSAGE_BYTES as u64)
         .ws_max_message_size(MAX_MESSAGE_BYTES)
         .ws_max_frame_size(MAX_MESSAGE_BYTES)
+        // An Engine.IO session that never joins the namespace (or was refused at CONNECT
+        // by a connection cap) holds a socket and counts toward no cap: close it soon.
+        .connect_timeout(CONNECT_TIMEOUT)
         .with_state(chat)
         .build_layer();
     io.ns(
@@ -69,6 +72,9 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
         .layer(tower_http::trace::TraceLayer::new_for_http());
     (router, io)
 }
+
+/// How long a client has to connect to the namespace after opening its transport.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest Socket.IO message a client may send, over either transport.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

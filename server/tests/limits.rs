@@ -306,3 +306,30 @@ async fn one_person_in_two_tabs_is_one_member_until_both_leave() {
     let left = watcher.next_event(event::LEFT).await;
     assert_eq!(left["name"], "alice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_never_connects_to_the_namespace_is_closed() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let addr = start_server_with(server::ChatOptions::default()).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("WebSocket handshake");
+    // Read (and answer pings) but never send `40`: the server must not keep it for ever.
+    let deadline = server::CONNECT_TIMEOUT * 3;
+    let closed = tokio::time::timeout(deadline, async {
+        while let Some(frame) = ws.next().await {
+            match frame {
+                Ok(WsMessage::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the session is still open {deadline:?} after the transport opened"
+    );
+}
