@@ -5,6 +5,10 @@
 //!    SQLite before its ack (the writer groups commits).
 //! 2. `join` with `since` in a room holding 1,000,000 messages.
 //!
+//! The load generator shares the server's process and cores, and its test client records
+//! every frame; `cargo run --release -p server --example load` drives the release binary
+//! from a process of its own instead (see README.md, Performance).
+//!
 //! Numbers are printed, never asserted. Sizes can be scaled with BANTER_BENCH_SENDERS,
 //! BANTER_BENCH_MESSAGES and BANTER_BENCH_ROOM_SIZE.
 
@@ -34,7 +38,9 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let storage = server::storage::open(&url).await.unwrap();
-    let addr = serve(server::app(server::ChatOptions::default(), storage.clone())).await;
+    // One process on loopback plays every client: no rate limits or connection caps.
+    let options = server::ChatOptions::unlimited();
+    let addr = serve(server::app(options, storage.clone())).await;
 
     persisted_messages_per_second(addr).await;
     join_since_in_a_big_room(addr, storage.as_ref()).await;

@@ -70,51 +70,57 @@ async fn run(
     let mut last_ids: HashMap<String, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut batch, max_batch).await > 0 {
-        let mut accepted = Vec::with_capacity(batch.len());
-        for mut pending in batch.drain(..) {
-            let last = match last_ids.get_mut(&pending.message.room) {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for Pending {
+            mut message,
+            sender,
+            reply,
+        } in batch.drain(..)
+        {
+            let last = match last_ids.get_mut(&message.room) {
                 Some(last) => last,
-                None => match storage.last_id(&pending.message.room).await {
-                    Ok(id) => last_ids.entry(pending.message.room.clone()).or_insert(id),
+                None => match storage.last_id(&message.room).await {
+                    Ok(id) => last_ids.entry(message.room.clone()).or_insert(id),
                     Err(err) => {
-                        let _ = pending.reply.send(Err(unavailable(err)));
+                        let _ = reply.send(Err(unavailable(err)));
                         continue;
                     }
                 },
             };
             *last += 1;
-            pending.message.id = *last;
-            accepted.push(pending);
+            message.id = *last;
+            messages.push(message);
+            waiters.push((sender, reply));
         }
-        if accepted.is_empty() {
+        if messages.is_empty() {
             continue;
         }
 
-        let messages: Vec<Message> = accepted.iter().map(|p| p.message.clone()).collect();
         let results = match storage.append(&messages).await {
             Ok(results) => results,
             Err(err) => {
                 // Nothing was stored. Reload ids next time so none is skipped for good.
                 last_ids.clear();
                 let error = unavailable(err);
-                for pending in accepted {
-                    let _ = pending.reply.send(Err(error.clone()));
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(error.clone()));
                 }
                 continue;
             }
         };
 
         let Some(chat) = chat.upgrade() else { return };
-        for (pending, result) in accepted.into_iter().zip(results) {
+        for ((message, (sender, reply)), result) in messages.into_iter().zip(waiters).zip(results) {
             let message = match result {
-                Appended::Stored(message) => {
-                    fan_out(&chat, &message, pending.sender);
+                Appended::Stored => {
+                    fan_out(&chat, &message, sender);
                     message
                 }
                 // Sent twice at once (say, from two connections): stored and sent once.
                 Appended::Duplicate(original) => original,
             };
-            let _ = pending.reply.send(Ok(message));
+            let _ = reply.send(Ok(message));
         }
     }
 }
@@ -123,6 +129,11 @@ fn fan_out(chat: &Chat, message: &Message, sender: Sid) {
     let Some(room) = chat.rooms.get(&message.room) else {
         return;
     };
-    let slow = lock(&room).broadcast(Some(sender), event::MESSAGE, message);
+    // socketioxide serializes an event once per socket it goes to: hand it JSON that is
+    // serialized already, so each member costs a copy rather than a serialization.
+    let slow = match serde_json::value::to_raw_value(message) {
+        Ok(json) => lock(&room).broadcast(Some(sender), event::MESSAGE, &*json),
+        Err(_) => lock(&room).broadcast(Some(sender), event::MESSAGE, message),
+    };
     chat.drop_slow_consumers(slow);
 }

@@ -26,7 +26,8 @@ pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageErr
 /// What became of one message handed to [`Storage::append`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    Stored(Message),
+    /// Written as given.
+    Stored,
     /// The author had already sent this client_id here: the original message.
     Duplicate(Message),
 }
@@ -45,6 +46,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Writes messages (ids already assigned) in one transaction, committed before this
     /// returns. A message whose (room, author, client_id) exists is not written again.
+    /// One result per message, in order.
     fn append<'a>(&'a self, messages: &'a [Message]) -> StorageFuture<'a, Vec<Appended>>;
 
     /// Up to `limit` messages with ids above `after`, oldest first.

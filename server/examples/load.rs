@@ -1,0 +1,379 @@
+//! A lean load generator for a running Banter server: many senders post messages over real
+//! WebSockets and count acks; a few receivers per room only listen, counting fan-out and
+//! checking that each room's ids arrive in increasing order.
+//!
+//! It runs in a process of its own, so it measures the release binary rather than a
+//! server sharing a runtime with its load. It speaks the wire contract with hand-written
+//! frames and prefix matching instead of full JSON decoding, so that the tool itself stays
+//! cheap on a machine it shares with the server.
+//!
+//! ```text
+//! target/release/banter --database sqlite:///tmp/load.db --message-rate 0 \
+//!     --ip-message-rate 0 --request-rate 0 --max-connections-per-ip 1000 &
+//! cargo run --release -p server --example load -- --senders 100 --rooms 10
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Load generator for a running Banter server")]
+struct Args {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: String,
+    /// Sockets that post messages; each joins one room (round robin).
+    #[arg(long, default_value_t = 100)]
+    senders: usize,
+    /// Rooms the senders are spread over.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Listen-only sockets per room.
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
+    /// Messages each sender posts.
+    #[arg(long, default_value_t = 2_000)]
+    messages: usize,
+    /// Messages a sender keeps in flight (sent, not yet acked).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Length of each message's text.
+    #[arg(long, default_value_t = 64)]
+    text_bytes: usize,
+    /// Tokio worker threads of this tool.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("WebSocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("unexpected frame {0:?}")]
+    Unexpected(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("ack {got} arrived, expected {expected}")]
+    AckOrder { got: u64, expected: u64 },
+}
+
+/// What one sender saw.
+struct SenderReport {
+    /// Microseconds from send to ack, one per message.
+    latencies_us: Vec<u32>,
+    /// `message` events from the room's other senders.
+    broadcasts: u64,
+    last_ack: Instant,
+}
+
+/// What the receivers saw, shared as they go so a run that falls short still reports.
+#[derive(Default)]
+struct Deliveries {
+    received: AtomicU64,
+    out_of_order: AtomicU64,
+    /// Microseconds after the start at which the last message reached a receiver.
+    last_us: AtomicU64,
+}
+
+fn main() -> Result<(), LoadError> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError::Unexpected(e.to_string()))?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), LoadError> {
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let rooms = args.rooms.max(1);
+    let deliveries = Arc::new(Deliveries::default());
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut receivers = Vec::new();
+    for room in 0..rooms {
+        for r in 0..args.receivers {
+            let mut ws = connect(&args.addr).await?;
+            // Names are server-wide: one per connection.
+            join(&mut ws, &format!("r{room}-{r}"), &room_name(room)).await?;
+            receivers.push(tokio::spawn(receive(
+                ws,
+                deliveries.clone(),
+                start.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+
+    let barrier = Arc::new(Barrier::new(args.senders + 1));
+    let mut senders = Vec::new();
+    for i in 0..args.senders {
+        let mut ws = connect(&args.addr).await?;
+        join(&mut ws, &format!("s{i}"), &room_name(i % rooms)).await?;
+        let args = args.clone();
+        let barrier = barrier.clone();
+        senders.push(tokio::spawn(async move {
+            barrier.wait().await;
+            send(ws, &args, i, run_id).await
+        }));
+    }
+
+    let total = args.senders * args.messages;
+    println!(
+        "{} senders in {rooms} rooms, {} listen-only receivers per room, {} messages of {} bytes each, window {}",
+        args.senders, args.receivers, args.messages, args.text_bytes, args.window
+    );
+    barrier.wait().await;
+    let started = *start.get_or_init(Instant::now);
+
+    let mut latencies = Vec::with_capacity(total);
+    let mut broadcasts = 0;
+    let mut last_ack = started;
+    for sender in senders {
+        let report = sender
+            .await
+            .map_err(|e| LoadError::Unexpected(e.to_string()))??;
+        latencies.extend(report.latencies_us);
+        broadcasts += report.broadcasts;
+        last_ack = last_ack.max(report.last_ack);
+    }
+    let elapsed = last_ack - started;
+
+    // Give the fan-out a moment to reach the receivers, then stop them.
+    let expected = (total * args.receivers) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for receiver in receivers {
+        receiver.abort();
+    }
+
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        f64::from(latencies[index]) / 1000.0
+    };
+    println!(
+        "acked {total} messages in {:.2} s: {:.0} messages/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "ack latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    let received = deliveries.received.load(Ordering::Relaxed);
+    println!(
+        "receivers got {received} of {expected} messages ({} out of order), the last {:.2} s after the start; senders got {broadcasts} broadcasts from their rooms",
+        deliveries.out_of_order.load(Ordering::Relaxed),
+        deliveries.last_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    Ok(())
+}
+
+fn room_name(room: usize) -> String {
+    format!("load{room}")
+}
+
+/// Opens a Socket.IO connection to the main namespace over a WebSocket.
+async fn connect(addr: &str) -> Result<Ws, LoadError> {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    // Without TCP_NODELAY, small frames wait for delayed ACKs (40 ms on Linux).
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(LoadError::Unexpected(open));
+    }
+    ws.send(WsMessage::text("40")).await?;
+    loop {
+        let frame = next_text(&mut ws).await?;
+        if frame.starts_with("40") {
+            return Ok(ws);
+        }
+        if frame.starts_with("44") {
+            return Err(LoadError::Refused(frame));
+        }
+    }
+}
+
+async fn join(ws: &mut Ws, name: &str, room: &str) -> Result<(), LoadError> {
+    ws.send(WsMessage::text(format!(
+        r#"420["join",{{"name":"{name}","room":"{room}"}}]"#
+    )))
+    .await?;
+    loop {
+        let frame = next_text(ws).await?;
+        if let Some(reply) = frame.strip_prefix("430") {
+            return if reply.contains(r#""ok":true"#) {
+                Ok(())
+            } else {
+                Err(LoadError::Refused(reply.to_owned()))
+            };
+        }
+    }
+}
+
+/// The next text frame, answering pings on the way.
+async fn next_text(ws: &mut Ws) -> Result<String, LoadError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) if text.as_str() == "2" => {
+                ws.send(WsMessage::text("3")).await?;
+            }
+            Some(Ok(WsMessage::Text(text))) => return Ok(text.as_str().to_owned()),
+            Some(Ok(WsMessage::Close(_))) | None => return Err(LoadError::Closed),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+        }
+    }
+}
+
+/// Posts `args.messages` messages, keeping `args.window` in flight.
+async fn send(
+    mut ws: Ws,
+    args: &Args,
+    sender: usize,
+    run_id: u128,
+) -> Result<SenderReport, LoadError> {
+    let room = room_name(sender % args.rooms.max(1));
+    let total = args.messages;
+    let window = args.window.max(1);
+    let mut sent_at = Vec::with_capacity(total);
+    let mut report = SenderReport {
+        latencies_us: Vec::with_capacity(total),
+        broadcasts: 0,
+        last_ack: Instant::now(),
+    };
+    let filler = "x".repeat(args.text_bytes);
+    while report.latencies_us.len() < total {
+        while sent_at.len() < total && sent_at.len() - report.latencies_us.len() < window {
+            let n = sent_at.len();
+            let mut text = format!("load {n} ");
+            text.push_str(&filler);
+            text.truncate(args.text_bytes.max(1).min(text.len()));
+            // The ack id is the message's number; client ids are unique per run so that
+            // no message is taken for a resend of an earlier run's.
+            let frame = format!(
+                r#"42{n}["message",{{"room":"{room}","text":"{text}","client_id":"{run_id:x}-{sender}-{n}"}}]"#
+            );
+            sent_at.push(Instant::now());
+            ws.feed(WsMessage::text(frame)).await?;
+        }
+        ws.flush().await?;
+
+        // Handle what arrived; then send again before waiting, so the window stays full.
+        let frame = ws.next().await;
+        on_sender_frame(&mut ws, frame, &sent_at, &mut report).await?;
+        while let Some(frame) = ws.next().now_or_never() {
+            on_sender_frame(&mut ws, frame, &sent_at, &mut report).await?;
+        }
+    }
+    ws.close(None).await.ok();
+    Ok(report)
+}
+
+async fn on_sender_frame(
+    ws: &mut Ws,
+    frame: Option<Result<WsMessage, tungstenite::Error>>,
+    sent_at: &[Instant],
+    report: &mut SenderReport,
+) -> Result<(), LoadError> {
+    let text = match frame {
+        Some(Ok(WsMessage::Text(text))) => text,
+        Some(Ok(WsMessage::Close(_))) | None => return Err(LoadError::Closed),
+        Some(Ok(_)) => return Ok(()),
+        Some(Err(err)) => return Err(err.into()),
+    };
+    let text = text.as_str();
+    if text == "2" {
+        ws.feed(WsMessage::text("3")).await?;
+    } else if let Some(ack) = text.strip_prefix("43") {
+        let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
+        let id: u64 = ack[..digits]
+            .parse()
+            .map_err(|_| LoadError::Unexpected(text.to_owned()))?;
+        // Reply keys come sorted, so `ok` follows `message`.
+        if !ack[digits..].ends_with(r#""ok":true}]"#) {
+            return Err(LoadError::Refused(ack.to_owned()));
+        }
+        // Requests of one socket are answered in order.
+        let expected = report.latencies_us.len() as u64;
+        if id != expected {
+            return Err(LoadError::AckOrder { got: id, expected });
+        }
+        let now = Instant::now();
+        let micros = (now - sent_at[id as usize]).as_micros();
+        report
+            .latencies_us
+            .push(u32::try_from(micros).unwrap_or(u32::MAX));
+        report.last_ack = now;
+    } else if text.starts_with(r#"42["message""#) {
+        report.broadcasts += 1;
+    }
+    Ok(())
+}
+
+/// Counts the room's `message` events and checks their ids increase.
+async fn receive(
+    mut ws: Ws,
+    deliveries: Arc<Deliveries>,
+    start: Arc<std::sync::OnceLock<Instant>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), LoadError> {
+    let mut last_id = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let text = match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) => text,
+            Some(Ok(WsMessage::Close(_))) | None => return Err(LoadError::Closed),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(err.into()),
+        };
+        let text = text.as_str();
+        if text == "2" {
+            ws.send(WsMessage::text("3")).await?;
+            continue;
+        }
+        let Some(body) = text.strip_prefix(r#"42["message",{"id":"#) else {
+            continue;
+        };
+        let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+        let id: u64 = body[..digits]
+            .parse()
+            .map_err(|_| LoadError::Unexpected(text.to_owned()))?;
+        if id <= last_id {
+            deliveries.out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        last_id = id;
+        deliveries.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(start) = start.get() {
+            let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            deliveries.last_us.fetch_max(micros, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
