@@ -2,6 +2,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
@@ -28,6 +29,13 @@ async fn main() -> Result<(), StartError> {
 
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("Banter listening on http://{}", listener.local_addr()?);
+    // Acks and events are small frames, often sent back to back: with Nagle's algorithm
+    // on, the second waits for the client's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let storage = server::storage::open(&config.database).await?;
     tracing::info!(database = %config.database, "storage ready");
     let (router, io) = server::build(config.chat_options(), storage);
