@@ -5,22 +5,27 @@
 //! would see them stored out of order. Extractors, however, run synchronously in arrival
 //! order, so a ticket drawn there and awaited in the handler restores that order.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
+use super::rooms::lock;
+
+#[derive(Default)]
 pub struct Turnstile {
     next_ticket: AtomicU64,
-    now_serving: watch::Sender<u64>,
+    line: Mutex<Line>,
 }
 
-impl Default for Turnstile {
-    fn default() -> Self {
-        Self {
-            next_ticket: AtomicU64::new(0),
-            now_serving: watch::Sender::new(0),
-        }
-    }
+/// Who is being served, and a wake-up for each ticket waiting its turn: only the next
+/// ticket is woken, so a client with many requests in flight costs one wake-up per
+/// request, not one per waiting request.
+#[derive(Default)]
+struct Line {
+    now_serving: u64,
+    waiting: HashMap<u64, oneshot::Sender<()>>,
 }
 
 impl Turnstile {
@@ -32,9 +37,20 @@ impl Turnstile {
     /// Waits until every earlier ticket has been served. The returned turn lets the next
     /// ticket through when dropped, also when the handler returns early or panics.
     pub async fn wait(&self, ticket: u64) -> Turn<'_> {
-        let mut serving = self.now_serving.subscribe();
-        // The sender lives in `self`, so the channel cannot close while we wait.
-        let _ = serving.wait_for(|now| *now == ticket).await;
+        let woken = {
+            let mut line = lock(&self.line);
+            if line.now_serving == ticket {
+                None
+            } else {
+                let (wake, woken) = oneshot::channel();
+                line.waiting.insert(ticket, wake);
+                Some(woken)
+            }
+        };
+        if let Some(woken) = woken {
+            // The sender is only dropped after sending: its turn has come.
+            let _ = woken.await;
+        }
         Turn { turnstile: self }
     }
 }
@@ -45,7 +61,12 @@ pub struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.turnstile.now_serving.send_modify(|now| *now += 1);
+        let mut line = lock(&self.turnstile.line);
+        line.now_serving += 1;
+        let next = line.now_serving;
+        if let Some(wake) = line.waiting.remove(&next) {
+            let _ = wake.send(());
+        }
     }
 }
 

@@ -45,7 +45,11 @@ pub async fn start_server_with(options: server::ChatOptions) -> SocketAddr {
 pub async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // With connection info, as the binary serves: per-address limits see the client.
+    // As the binary serves: TCP_NODELAY, so small frames sent back to back do not wait
+    // on delayed ACKs, and connection info, so per-address limits see the client.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     addr
