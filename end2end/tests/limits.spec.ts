@@ -3,29 +3,19 @@
  * so, shows it, and loses nothing; a name stays with its owner across a reconnect.
  */
 import {
-  test as base,
   expect,
   join,
   messageItem,
   onlineEntry,
   openAndJoin,
   send,
-  serverFixture,
-  userFixture,
+  testWith,
   waitHydrated,
   waitOnline,
-  type BanterServer,
-  type OpenUser,
 } from "./server";
 
 /** A server allowing one message per second after a burst of two. */
-const test = base.extend<{ server: BanterServer; openUser: OpenUser }>({
-  server: async ({}, use, testInfo) =>
-    serverFixture({ args: ["--message-rate", "1", "--message-burst", "2"] }, use, testInfo),
-  baseURL: async ({ server }, use) => use(server.url),
-  openUser: async ({ browser, server }, use, testInfo) =>
-    userFixture(browser, server.url, use, testInfo),
-});
+const test = testWith({ args: ["--message-rate", "1", "--message-burst", "2"] });
 
 test("sending faster than allowed: the client waits as told, says so, and delivers all in order", async ({
   openUser,

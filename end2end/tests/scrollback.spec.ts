@@ -6,24 +6,14 @@
  */
 import type { Locator, Page } from "@playwright/test";
 import {
-  test as base,
   expect,
   join,
-  serverFixture,
-  userFixture,
-  type BanterServer,
-  type OpenUser,
+  testWith,
 } from "./server";
 import { clientId, closeAll, connect, request, type WireMessage } from "./stock";
 
 /** The seeder sends 1,000 messages as fast as acks return: no message rate limits. */
-const test = base.extend<{ server: BanterServer; openUser: OpenUser }>({
-  server: async ({}, use, testInfo) =>
-    serverFixture({ args: ["--message-rate", "0", "--ip-message-rate", "0"] }, use, testInfo),
-  baseURL: async ({ server }, use) => use(server.url),
-  openUser: async ({ browser, server }, use, testInfo) =>
-    userFixture(browser, server.url, use, testInfo),
-});
+const test = testWith({ args: ["--message-rate", "0", "--ip-message-rate", "0"] });
 
 test.afterEach(() => closeAll());
 

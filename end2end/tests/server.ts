@@ -373,12 +373,17 @@ export async function userFixture(
   if (errors.length > 0) console.log(`Page errors:\n${errors.join("\n")}`);
 }
 
-export const test = base.extend<{ server: BanterServer; openUser: OpenUser }>({
-  server: async ({}, use, testInfo) => serverFixture({}, use, testInfo),
-  baseURL: async ({ server }, use) => use(server.url),
-  openUser: async ({ browser, server }, use, testInfo) =>
-    userFixture(browser, server.url, use, testInfo),
-});
+/** The `test` of this suite, its server started with `opts` (e.g. extra flags). */
+export function testWith(opts: ServerOptions) {
+  return base.extend<{ server: BanterServer; openUser: OpenUser }>({
+    server: async ({}, use, testInfo) => serverFixture(opts, use, testInfo),
+    baseURL: async ({ server }, use) => use(server.url),
+    openUser: async ({ browser, server }, use, testInfo) =>
+      userFixture(browser, server.url, use, testInfo),
+  });
+}
+
+export const test = testWith({});
 
 export { expect };
 

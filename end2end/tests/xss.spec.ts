@@ -5,12 +5,11 @@
  */
 import type { Page } from "@playwright/test";
 import {
-  test as base,
   expect,
   onlineEntry,
   openAndJoin,
   send,
-  serverFixture,
+  testWith,
   waitHydrated,
 } from "./server";
 
@@ -83,24 +82,8 @@ const SENTINEL = "end of the corpus";
 const FORBIDDEN = "script, img, iframe, svg, object, embed, style, math, details, body, form, input";
 
 // The corpus goes out faster than anyone types: lift the per-connection and per-address
-// message rate limits (flags the binary ignores if it has no such limit), so the test is
-// about rendering rather than flood control.
-const test = base.extend({
-  server: async ({}, use, testInfo) =>
-    serverFixture(
-      {
-        env: {
-          ...process.env,
-          RUST_LOG: "info",
-          NO_COLOR: "1",
-          BANTER_MESSAGE_RATE: "0",
-          BANTER_IP_MESSAGE_RATE: "0",
-        },
-      },
-      use,
-      testInfo,
-    ),
-});
+// message rate limits, so the test is about rendering rather than flood control.
+const test = testWith({ args: ["--message-rate", "0", "--ip-message-rate", "0"] });
 
 /** Records dialogs (alert, confirm, prompt) a page opens, and dismisses them. */
 function recordDialogs(page: Page): string[] {

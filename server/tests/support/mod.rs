@@ -394,17 +394,9 @@ impl Client {
     }
 
     pub fn start_request_args(&self, event: &str, args: Vec<Value>) -> PendingAck {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks.lock().unwrap().insert(id, tx);
-        self.send_text(&encode_frame(&SocketPacket::event(event, args, Some(id))));
-        PendingAck {
-            id,
-            event: event.to_owned(),
-            rx,
-            trace: self.trace.clone(),
-            label: self.label.clone(),
-        }
+        self.start_raw_request(event, |id| {
+            encode_frame(&SocketPacket::event(event, args, Some(id)))
+        })
     }
 
     /// `join` with the given name and room; panics unless the reply is `ok`.
