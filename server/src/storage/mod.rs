@@ -15,6 +15,14 @@ pub enum StorageError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error in the writer: {0}")]
+    Writer(#[from] rusqlite::Error),
+    #[error("could not start the database writer: {0}")]
+    Thread(std::io::Error),
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    #[error("could not prepare the database file: {0}")]
+    File(std::io::Error),
     #[error("unsupported database URL {0:?}: use sqlite://PATH")]
     UnsupportedUrl(String),
     #[error("stored value out of range: {0}")]
