@@ -21,7 +21,7 @@ use clap::Parser;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -202,9 +202,12 @@ fn room_name(room: usize) -> String {
 /// Opens a Socket.IO connection to the main namespace over a WebSocket.
 async fn connect(addr: &str) -> Result<Ws, LoadError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    // tungstenite zeroes its whole read buffer (128 KiB by default) before each read:
+    // with frames this small that memset was most of the tool's CPU time.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     // Without TCP_NODELAY, small frames wait for delayed ACKs (40 ms on Linux).
     let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await?;
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
     let open = next_text(&mut ws).await?;
     if !open.starts_with('0') {
         return Err(LoadError::Unexpected(open));
