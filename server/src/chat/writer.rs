@@ -5,6 +5,9 @@
 //! a room's messages in id order. Batching turns many concurrent senders into few
 //! transactions (group commit), and acknowledging after the commit means a sender that
 //! holds its ack can rely on the message surviving a crash.
+//!
+//! Fan-out and acks happen in a second task, in commit order, so that the next batch is
+//! already committing while the last one is being sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -20,10 +23,22 @@ use crate::storage::{Appended, Storage};
 /// Messages waiting for the writer before senders have to wait for room in the queue.
 const QUEUE: usize = 8_192;
 
+/// Committed batches waiting to be sent before the writer waits for the sending.
+const COMMITTED: usize = 16;
+
+type Reply = oneshot::Sender<Result<Message, ProtocolError>>;
+
 struct Pending {
     message: Message,
     sender: Sid,
-    reply: oneshot::Sender<Result<Message, ProtocolError>>,
+    reply: Reply,
+}
+
+/// A batch that is in storage, for the delivering task.
+struct Committed {
+    messages: Vec<Message>,
+    waiters: Vec<(Sid, Reply)>,
+    results: Vec<Appended>,
 }
 
 pub struct WriterHandle {
@@ -56,14 +71,16 @@ impl WriterHandle {
 
 pub fn spawn(chat: Weak<Chat>, storage: Arc<dyn Storage>, max_batch: usize) -> WriterHandle {
     let (queue, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(run(chat, storage, receiver, max_batch.max(1)));
+    let (committed, to_deliver) = mpsc::channel(COMMITTED);
+    tokio::spawn(run(storage, receiver, committed, max_batch.max(1)));
+    tokio::spawn(deliver(chat, to_deliver));
     WriterHandle { queue }
 }
 
 async fn run(
-    chat: Weak<Chat>,
     storage: Arc<dyn Storage>,
     mut receiver: mpsc::Receiver<Pending>,
+    committed: mpsc::Sender<Committed>,
     max_batch: usize,
 ) {
     // The last id given out per room, loaded from storage on first use.
@@ -110,6 +127,25 @@ async fn run(
             }
         };
 
+        let batch = Committed {
+            messages,
+            waiters,
+            results,
+        };
+        if committed.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends committed batches to the rooms and answers their senders, in commit order.
+async fn deliver(chat: Weak<Chat>, mut batches: mpsc::Receiver<Committed>) {
+    while let Some(Committed {
+        messages,
+        waiters,
+        results,
+    }) = batches.recv().await
+    {
         let Some(chat) = chat.upgrade() else { return };
         for ((message, (sender, reply)), result) in messages.into_iter().zip(waiters).zip(results) {
             let message = match result {
