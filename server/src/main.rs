@@ -7,6 +7,11 @@ use clap::Parser;
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 
+// glibc's allocator spent a tenth of the server's CPU under load (small frames, rows and
+// strings freed on other threads than they were allocated on); mimalloc is cheaper there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long in-flight HTTP requests get to finish once shutdown began.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
