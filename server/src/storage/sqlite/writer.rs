@@ -11,6 +11,14 @@
 //! at every commit. Every few thousand rows, and whenever appends pause, the journal is
 //! moved into `messages` in one transaction, sorted by room, where a room's rows share
 //! pages. Reads look at both tables; a row is in exactly one of them at any commit.
+//!
+//! Why a second thread for checkpoints: SQLite copies the WAL into the database (and
+//! syncs both to disk) in whichever commit crosses its threshold, stalling every sender
+//! waiting on the writer for tens of milliseconds. Another connection copies it in the
+//! background instead, without blocking the writer. Under steady load it never quite
+//! catches up (new frames keep coming), so the writer still checkpoints once the WAL
+//! reaches 10,000 pages: by then there is little left to copy, and its checkpoint lets
+//! the WAL start over (and be trimmed to 64 MiB) rather than grow without end.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +40,9 @@ const COMPACT_ROWS: usize = 4_096;
 /// A pause in appends this long moves what the journal holds.
 const COMPACT_WHEN_IDLE: Duration = Duration::from_millis(200);
 
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 type Reply = oneshot::Sender<Result<Vec<Appended>, StorageError>>;
 
 struct Job {
@@ -46,21 +57,22 @@ type ResendKey = (String, String, String);
 /// move the journal and stop.
 pub struct JournalWriter {
     jobs: mpsc::Sender<Job>,
+    /// Dropping it stops the checkpointer.
+    _checkpoints: mpsc::Sender<()>,
 }
 
 impl JournalWriter {
     /// Opens a connection to the (migrated) database at `path`, moves whatever an earlier
     /// run left in the journal, and starts the thread.
     pub fn start(path: &Path) -> Result<Self, StorageError> {
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        // The database is in WAL mode already (set when sqlx opened it; it persists).
-        // NORMAL makes each commit survive a crash of the process; see `SqliteStorage`.
+        let connection = connect(path)?;
         connection.execute_batch(
-            "PRAGMA synchronous = NORMAL;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -16384;",
+            "PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -16384;
+             PRAGMA wal_autocheckpoint = 10000;
+             PRAGMA journal_size_limit = 67108864;",
         )?;
+        let checkpoints = start_checkpointer(path)?;
         let mut journal = Journal {
             connection,
             rows: HashMap::new(),
@@ -71,7 +83,10 @@ impl JournalWriter {
             .name("sqlite-writer".into())
             .spawn(move || journal.run(receiver))
             .map_err(StorageError::Thread)?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// Commits `messages` (ids assigned) in one transaction; see [`crate::storage::Storage::append`].
@@ -85,6 +100,35 @@ impl JournalWriter {
             .map_err(|_| StorageError::WriterStopped)?;
         answer.await.map_err(|_| StorageError::WriterStopped)?
     }
+}
+
+fn connect(path: &Path) -> Result<Connection, StorageError> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    // The database is in WAL mode already (set when sqlx opened it; it persists).
+    // NORMAL makes each commit survive a crash of the process; see `SqliteStorage`.
+    connection.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    Ok(connection)
+}
+
+/// Starts the thread that checkpoints the WAL until the returned sender is dropped.
+fn start_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
+    let connection = connect(path)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                // PASSIVE copies what no reader still needs, without waiting for anyone;
+                // what it leaves is copied next time.
+                if let Err(err) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!("checkpointing the database failed: {err}");
+                }
+            }
+        })
+        .map_err(StorageError::Thread)?;
+    Ok(stop)
 }
 
 struct Journal {
@@ -191,6 +235,7 @@ impl Journal {
 
     /// Moves the journal into `messages` in one transaction.
     fn compact(&mut self) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -202,6 +247,11 @@ impl Journal {
         )?;
         tx.execute("DELETE FROM message_journal", [])?;
         tx.commit()?;
+        tracing::debug!(
+            rows = self.rows.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "moved the message journal"
+        );
         self.rows.clear();
         Ok(())
     }
