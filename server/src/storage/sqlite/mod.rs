@@ -1,5 +1,6 @@
 //! The embedded default: SQLite in WAL mode.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,12 +78,25 @@ impl SqliteStorage {
         // 16 MiB of page cache per connection (the default is 2 MiB), so the indexes'
         // hot pages of a big database stay in memory.
         .pragma("cache_size", "-16384");
+        let main = options.get_filename().to_owned();
+        writer::prepare_journal(&main)?;
+        let journal_file = writer::journal_path(&main).to_string_lossy().into_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_connect(move |connection, _| {
+                let journal_file = journal_file.clone();
+                Box::pin(async move {
+                    sqlx::query("ATTACH DATABASE ? AS recent")
+                        .bind(journal_file)
+                        .execute(connection)
+                        .await
+                        .map(drop)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        let journal = JournalWriter::start(options.get_filename())?;
+        let journal = JournalWriter::start(&main)?;
         Ok(Self {
             pool,
             journal,
@@ -107,20 +121,106 @@ fn to_i64(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
+/// Newest first or oldest first.
+#[derive(Clone, Copy)]
+enum Direction {
+    After,
+    Before,
+}
+
+impl SqliteStorage {
+    /// Runs the journal's query, then the same over `messages`, in one read transaction.
+    /// That order never misses a row that moves in between (see writer.rs); a row seen in
+    /// both is the same row.
+    async fn read_both(
+        &self,
+        journal_query: &'static str,
+        messages_query: &'static str,
+        room: &str,
+        bound: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::new();
+        for query in [journal_query, messages_query] {
+            rows.extend(
+                sqlx::query(query)
+                    .bind(room)
+                    .bind(bound)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        rows.iter().map(to_message).collect()
+    }
+
+    /// Up to `limit` messages past `bound` in `direction`, oldest first.
+    async fn page(
+        &self,
+        room: &str,
+        bound: u64,
+        limit: u32,
+        direction: Direction,
+    ) -> Result<Vec<Message>, StorageError> {
+        let rows = match direction {
+            Direction::After => {
+                self.read_both(
+                    "SELECT id, room, author, text, ts, client_id FROM recent.message_journal
+                     WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    "SELECT id, room, author, text, ts, client_id FROM messages
+                     WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    room,
+                    to_i64(bound),
+                    limit,
+                )
+                .await?
+            }
+            Direction::Before => {
+                self.read_both(
+                    "SELECT id, room, author, text, ts, client_id FROM recent.message_journal
+                     WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                    "SELECT id, room, author, text, ts, client_id FROM messages
+                     WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                    room,
+                    to_i64(bound),
+                    limit,
+                )
+                .await?
+            }
+        };
+        let by_id: BTreeMap<u64, Message> = rows.into_iter().map(|m| (m.id, m)).collect();
+        let limit = limit as usize;
+        Ok(match direction {
+            Direction::After => by_id.into_values().take(limit).collect(),
+            Direction::Before => {
+                let skip = by_id.len().saturating_sub(limit);
+                by_id.into_values().skip(skip).collect()
+            }
+        })
+    }
+}
+
 impl Storage for SqliteStorage {
     fn last_id<'a>(&'a self, room: &'a str) -> StorageFuture<'a, u64> {
         Box::pin(async move {
-            let id: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(id) FROM (
-                     SELECT MAX(id) AS id FROM messages WHERE room = ?1
-                     UNION ALL
-                     SELECT MAX(id) FROM message_journal WHERE room = ?1
-                 )",
-            )
-            .bind(room)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
+            // Ids are given out from this: a row missed while it moves would make an id
+            // be given twice. Hence the journal first, in one transaction (see read_both).
+            let mut tx = self.pool.begin().await?;
+            let mut last = 0;
+            for query in [
+                "SELECT MAX(id) FROM recent.message_journal WHERE room = ?",
+                "SELECT MAX(id) FROM messages WHERE room = ?",
+            ] {
+                let id: Option<i64> = sqlx::query_scalar(query)
+                    .bind(room)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                last = last.max(id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0));
+            }
+            tx.commit().await?;
+            Ok(last)
         })
     }
 
@@ -134,23 +234,7 @@ impl Storage for SqliteStorage {
         after: u64,
         limit: u32,
     ) -> StorageFuture<'a, Vec<Message>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT * FROM (
-                     SELECT id, room, author, text, ts, client_id FROM messages WHERE room = ?1 AND id > ?2
-                     ORDER BY id LIMIT ?3
-                 )
-                 UNION ALL
-                 SELECT id, room, author, text, ts, client_id FROM message_journal WHERE room = ?1 AND id > ?2
-                 ORDER BY id LIMIT ?3",
-            )
-            .bind(room)
-            .bind(to_i64(after))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter().map(to_message).collect()
-        })
+        Box::pin(self.page(room, after, limit, Direction::After))
     }
 
     fn before<'a>(
@@ -159,25 +243,7 @@ impl Storage for SqliteStorage {
         before: u64,
         limit: u32,
     ) -> StorageFuture<'a, Vec<Message>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT * FROM (
-                     SELECT id, room, author, text, ts, client_id FROM messages WHERE room = ?1 AND id < ?2
-                     ORDER BY id DESC LIMIT ?3
-                 )
-                 UNION ALL
-                 SELECT id, room, author, text, ts, client_id FROM message_journal WHERE room = ?1 AND id < ?2
-                 ORDER BY id DESC LIMIT ?3",
-            )
-            .bind(room)
-            .bind(to_i64(before))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut messages = rows.iter().map(to_message).collect::<Result<Vec<_>, _>>()?;
-            messages.reverse();
-            Ok(messages)
-        })
+        Box::pin(self.page(room, before, limit, Direction::Before))
     }
 
     fn touch_room<'a>(&'a self, room: &'a str, ts: i64) -> StorageFuture<'a, ()> {
@@ -195,32 +261,49 @@ impl Storage for SqliteStorage {
 
     fn rooms(&self) -> StorageFuture<'_, Vec<StoredRoom>> {
         Box::pin(async move {
-            // A room's journal rows are newer than its rows in `messages`, so its newest
-            // journal row, when it has one, is its newest message.
-            let rows = sqlx::query(
-                "WITH journal_last AS (
-                     SELECT room, MAX(id) AS id, ts FROM message_journal GROUP BY room
-                 )
-                 SELECT r.name AS name,
-                        COALESCE(j.id, m.id) AS last_id,
-                        COALESCE(j.ts, m.ts) AS last_ts
+            let mut tx = self.pool.begin().await?;
+            // Journal first (see read_both). A room's journal rows are newer than its
+            // rows in `messages`, so its newest journal row, if any, is its newest message.
+            let recent = sqlx::query(
+                "SELECT room, MAX(id) AS last_id, ts AS last_ts FROM recent.message_journal
+                 GROUP BY room",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let rooms = sqlx::query(
+                "SELECT r.name AS name, m.id AS last_id, m.ts AS last_ts
                  FROM rooms r
-                 LEFT JOIN journal_last j ON j.room = r.name
                  LEFT JOIN messages m
-                   ON j.room IS NULL
-                  AND m.room = r.name
+                   ON m.room = r.name
                   AND m.id = (SELECT MAX(id) FROM messages WHERE room = r.name)
                  ORDER BY r.name",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-            rows.iter()
+            tx.commit().await?;
+
+            let last = |row: &sqlx::sqlite::SqliteRow| -> Result<(u64, Option<i64>), StorageError> {
+                let id: Option<i64> = row.try_get("last_id")?;
+                let id = id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0);
+                Ok((id, row.try_get("last_ts")?))
+            };
+            let mut newest: HashMap<String, (u64, Option<i64>)> = HashMap::new();
+            for row in &recent {
+                newest.insert(row.try_get("room")?, last(row)?);
+            }
+            rooms
+                .iter()
                 .map(|row| {
-                    let last_id: Option<i64> = row.try_get("last_id")?;
+                    let name: String = row.try_get("name")?;
+                    let moved = last(row)?;
+                    let (last_id, last_ts) = match newest.get(&name) {
+                        Some(journal) if journal.0 > moved.0 => *journal,
+                        _ => moved,
+                    };
                     Ok(StoredRoom {
-                        name: row.try_get("name")?,
-                        last_id: last_id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0),
-                        last_ts: row.try_get("last_ts")?,
+                        name,
+                        last_id,
+                        last_ts,
                     })
                 })
                 .collect()
@@ -312,7 +395,7 @@ mod tests {
     }
 
     async fn journal_rows(storage: &SqliteStorage) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM message_journal")
+        sqlx::query_scalar("SELECT COUNT(*) FROM recent.message_journal")
             .fetch_one(&storage.pool)
             .await
             .unwrap()
@@ -369,19 +452,30 @@ mod tests {
         let (storage, dir) = file_storage("crash").await;
         let url = format!("sqlite://{}", dir.join("test.db").display());
         drop(storage);
-        // What a killed process leaves: journal rows, committed, never moved.
-        let pool = SqlitePool::connect(&url).await.unwrap();
+        // What a killed process leaves: journal rows, committed, never moved, and rows
+        // whose move committed but whose delete from the journal never happened.
+        let row = "(room, id, author, author_key, text, ts, client_id)
+                   VALUES ('r', ?1, 'Ann', 'ann', 'left behind', ?1, 'c' || ?1)";
+        let journal = SqlitePool::connect(&format!("{url}.recent")).await.unwrap();
+        let main = SqlitePool::connect(&url).await.unwrap();
         for id in 1..=3i64 {
-            sqlx::query(
-                "INSERT INTO message_journal (room, id, author, author_key, text, ts, client_id)
-                 VALUES ('r', ?1, 'Ann', 'ann', 'left behind', ?1, 'c' || ?1)",
-            )
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO message_journal {row}"
+            )))
             .bind(id)
-            .execute(&pool)
+            .execute(&journal)
             .await
             .unwrap();
         }
-        pool.close().await;
+        for id in 1..=2i64 {
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO messages {row}")))
+                .bind(id)
+                .execute(&main)
+                .await
+                .unwrap();
+        }
+        journal.close().await;
+        main.close().await;
 
         let storage = SqliteStorage::open(&url).await.unwrap();
         assert_eq!(journal_rows(&storage).await, 0);
@@ -395,6 +489,63 @@ mod tests {
         assert_eq!(
             storage.append(&resend).await.unwrap(),
             vec![Appended::Duplicate(stored[1].clone())]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_never_miss_a_row_while_the_journal_moves() {
+        let (storage, dir) = file_storage("race").await;
+        let storage = std::sync::Arc::new(storage);
+        // Enough rows for several moves (one per 4,096), appended while reads run.
+        const ROWS: u64 = 12_000;
+        let writer = tokio::spawn({
+            let storage = storage.clone();
+            async move {
+                for first in (1..=ROWS).step_by(40) {
+                    let batch: Vec<Message> = (first..first + 40)
+                        .map(|id| message("r", id, "ann", &format!("c{id}")))
+                        .collect();
+                    storage.append(&batch).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut reads = 0;
+        let mut last_seen = 0;
+        while !writer.is_finished() || last_seen < ROWS {
+            let last = storage.last_id("r").await.unwrap();
+            assert!(
+                last >= last_seen,
+                "last_id went back from {last_seen} to {last}"
+            );
+            last_seen = last;
+            // Every read is a gapless run of ids: nothing caught mid-move is missed.
+            let since = last.saturating_sub(200);
+            let page = storage.after("r", since, 5_000).await.unwrap();
+            let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
+            assert!(
+                ids.len() as u64 >= last - since,
+                "missing rows up to {last}"
+            );
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "a gap after {since}"
+            );
+            assert!(
+                ids.first().is_none_or(|&id| id == since + 1),
+                "rows after {since} start late"
+            );
+            let older = storage.before("r", last + 1, 100).await.unwrap();
+            assert_eq!(older.last().map(|m| m.id), (last > 0).then_some(last));
+            assert_eq!(older.len() as u64, last.min(100));
+            reads += 1;
+        }
+        writer.await.unwrap();
+        println!("{reads} reads while appending");
+        assert_eq!(
+            storage.after("r", 0, 20_000).await.unwrap().len() as u64,
+            ROWS
         );
         let _ = std::fs::remove_dir_all(dir);
     }

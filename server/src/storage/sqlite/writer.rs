@@ -1,99 +1,187 @@
-//! The SQLite writer: a thread with a connection of its own that commits every append.
+//! Where appends go: a journal database next to the main one, a writer thread that
+//! commits every append there, and a mover thread that copies the journal into
+//! `messages` in bulk.
 //!
-//! Why a thread and not sqlx: sqlx runs each statement on its worker thread and hands
-//! every row back through a channel, which cost more than SQLite's own work for a batch
-//! of small rows. Here statements are prepared once and run back to back.
+//! Why a journal: an append commits its rows into `recent.message_journal`, whose pages
+//! fill in arrival order, so a commit writes a few pages however many rooms its batch
+//! touches. Writing straight into `messages` dirtied a page per room in the table and
+//! another per (room, author) in the resend index, and SQLite writes each dirty page
+//! whole to the WAL at every commit.
 //!
-//! Why a journal: an append commits its rows into `message_journal`, whose pages fill in
-//! arrival order, so a commit writes a few pages however many rooms its batch touches.
-//! Writing straight into `messages` dirtied a page per room in the table and another per
-//! (room, author) in the resend index, and SQLite writes each dirty page whole to the WAL
-//! at every commit. Every few thousand rows, and whenever appends pause, the journal is
-//! moved into `messages` in one transaction, sorted by room, where a room's rows share
-//! pages. Reads look at both tables; a row is in exactly one of them at any commit.
+//! Why a database file of its own: moving a few thousand rows into `messages` takes tens
+//! of milliseconds. In one file it would hold the only write lock, and every sender would
+//! wait; with the journal in a second file (its own WAL, its own lock) the mover writes
+//! `messages` while the writer goes on appending, on the other core.
 //!
-//! Why a second thread for checkpoints: SQLite copies the WAL into the database (and
-//! syncs both to disk) in whichever commit crosses its threshold, stalling every sender
-//! waiting on the writer for tens of milliseconds. Another connection copies it in the
-//! background instead, without blocking the writer. Under steady load it never quite
-//! catches up (new frames keep coming), so the writer still checkpoints once the WAL
-//! reaches 10,000 pages: by then there is little left to copy, and its checkpoint lets
-//! the WAL start over (and be trimmed to 64 MiB) rather than grow without end.
+//! How a row moves without being lost or seen twice: the mover copies journal rows into
+//! `messages` (skipping any already there) and commits; only then does the writer delete
+//! them from the journal. In between a row is in both, and reads merge by id. Reads look
+//! at the journal before `messages`, in one transaction, so a row deleted from the journal
+//! after the read's journal snapshot is in its later `messages` snapshot. A crash between
+//! the two steps leaves rows in both; the next start finishes the move.
+//!
+//! Why threads and not sqlx: sqlx runs each statement on its worker thread and hands each
+//! row back through a channel, which cost more than SQLite's own work for a batch of small
+//! rows. Here statements are prepared once and run back to back.
+//!
+//! Why a checkpoint thread: SQLite copies a WAL into its database (and syncs both) in
+//! whichever commit crosses a threshold, stalling everyone waiting on that commit. A third
+//! connection does it in the background. Under steady load it never quite catches up, so
+//! the writer still checkpoints the journal once its WAL reaches 10,000 pages; by then
+//! little is left to copy, and the WAL starts over instead of growing without end.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use app::protocol::{name_key, Message};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::to_i64;
 use crate::storage::{Appended, StorageError};
 
-/// Journal rows that trigger a move into `messages`: enough that a room's rows fill
-/// pages, few enough that reads scanning the journal stay cheap.
-const COMPACT_ROWS: usize = 4_096;
+/// Journal rows that start a move: enough that a room's rows fill pages in `messages`,
+/// few enough that reads scanning the journal stay cheap.
+const MOVE_AT_ROWS: usize = 4_096;
 
 /// A pause in appends this long moves what the journal holds.
-const COMPACT_WHEN_IDLE: Duration = Duration::from_millis(200);
+const MOVE_WHEN_IDLE: Duration = Duration::from_millis(200);
 
-/// How often the checkpointer copies the WAL into the database.
+/// How often the checkpoint thread copies the WALs into their databases.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The journal database's schema, created when missing.
+const JOURNAL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS message_journal (
+    seq        INTEGER PRIMARY KEY,
+    room       TEXT    NOT NULL,
+    id         INTEGER NOT NULL,
+    author     TEXT    NOT NULL,
+    author_key TEXT    NOT NULL,
+    text       TEXT    NOT NULL,
+    ts         INTEGER NOT NULL,
+    client_id  TEXT    NOT NULL
+)";
+
+/// Copies journal rows up to a seq into `messages`, sorted so that a room's rows land
+/// together. Rows already there (a move whose delete was cut short) are skipped.
+const MOVE_ROWS: &str =
+    "INSERT INTO main.messages (room, id, author, author_key, text, ts, client_id)
+     SELECT room, id, author, author_key, text, ts, client_id FROM recent.message_journal
+     WHERE seq <= ?1
+     ORDER BY room, id
+     ON CONFLICT DO NOTHING";
+
+/// The journal database for the main database at `main`: `banter.db` keeps its journal
+/// in `banter.db.recent`.
+pub fn journal_path(main: &Path) -> PathBuf {
+    let mut name = main.as_os_str().to_owned();
+    name.push(".recent");
+    PathBuf::from(name)
+}
+
+/// Creates the journal database (WAL, its table) if it is missing. Runs before any other
+/// connection attaches it.
+pub fn prepare_journal(main: &Path) -> Result<(), StorageError> {
+    let connection = Connection::open(journal_path(main))?;
+    let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    connection.execute_batch(JOURNAL_SCHEMA)?;
+    Ok(())
+}
+
+/// A connection to the main database with the journal attached as `recent`.
+fn connect(main: &Path) -> Result<Connection, StorageError> {
+    let connection = Connection::open(main)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.execute(
+        "ATTACH DATABASE ?1 AS recent",
+        params![journal_path(main).to_string_lossy()],
+    )?;
+    // NORMAL: in WAL mode each commit survives a crash of the process; see `SqliteStorage`.
+    connection.execute_batch(
+        "PRAGMA main.synchronous = NORMAL;
+         PRAGMA recent.synchronous = NORMAL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA main.cache_size = -16384;",
+    )?;
+    Ok(connection)
+}
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, StorageError>>;
 
-struct Job {
-    messages: Vec<Message>,
-    reply: Reply,
+enum Job {
+    Append {
+        messages: Vec<Message>,
+        reply: Reply,
+    },
+    /// From the mover: journal rows up to this seq are in `messages` (or the move failed).
+    Moved(Result<i64, StorageError>),
 }
 
 /// What identifies a resend: room, author key, client_id.
 type ResendKey = (String, String, String);
 
-/// Hands appends to the writer thread. Dropping it lets the thread finish its queue,
-/// move the journal and stop.
+/// Hands appends to the writer thread. Dropping it stops the threads.
 pub struct JournalWriter {
     jobs: mpsc::Sender<Job>,
-    /// Dropping it stops the checkpointer.
-    _checkpoints: mpsc::Sender<()>,
 }
 
 impl JournalWriter {
-    /// Opens a connection to the (migrated) database at `path`, moves whatever an earlier
-    /// run left in the journal, and starts the thread.
-    pub fn start(path: &Path) -> Result<Self, StorageError> {
-        let connection = connect(path)?;
-        connection.execute_batch(
-            "PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -16384;
-             PRAGMA wal_autocheckpoint = 10000;
-             PRAGMA journal_size_limit = 67108864;",
+    /// Finishes any move an earlier run left (the main database must be migrated and the
+    /// journal prepared), then starts the writer, mover and checkpoint threads.
+    pub fn start(main: &Path) -> Result<Self, StorageError> {
+        let writer = connect(main)?;
+        writer.execute_batch(
+            "PRAGMA recent.wal_autocheckpoint = 10000;
+             PRAGMA recent.journal_size_limit = 67108864;",
         )?;
-        let checkpoints = start_checkpointer(path)?;
-        let mut journal = Journal {
-            connection,
+        let mover = connect(main)?;
+        let checkpointer = connect(main)?;
+
+        // Whatever a crash left in the journal moves now, before anything is appended.
+        let left: i64 = writer.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM recent.message_journal",
+            [],
+            |row| row.get(0),
+        )?;
+        if left > 0 {
+            move_rows(&mover, left)?;
+            writer.execute(
+                "DELETE FROM recent.message_journal WHERE seq <= ?1",
+                params![left],
+            )?;
+        }
+
+        let (jobs, job_receiver) = mpsc::channel();
+        let (moves, move_receiver) = mpsc::channel::<i64>();
+        let (stop_checkpoints, checkpoints_stopped) = mpsc::channel::<()>();
+        spawn("sqlite-mover", {
+            let jobs = jobs.clone();
+            move || run_mover(mover, move_receiver, jobs)
+        })?;
+        spawn("sqlite-checkpoint", move || {
+            run_checkpoints(checkpointer, checkpoints_stopped)
+        })?;
+        let journal = Journal {
+            connection: writer,
             rows: HashMap::new(),
+            last_seq: left,
+            moving: false,
+            moves,
+            _stop_checkpoints: stop_checkpoints,
         };
-        journal.compact()?;
-        let (jobs, receiver) = mpsc::channel();
-        thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || journal.run(receiver))
-            .map_err(StorageError::Thread)?;
-        Ok(Self {
-            jobs,
-            _checkpoints: checkpoints,
-        })
+        spawn("sqlite-writer", move || journal.run(job_receiver))?;
+        Ok(Self { jobs })
     }
 
-    /// Commits `messages` (ids assigned) in one transaction; see [`crate::storage::Storage::append`].
+    /// Commits `messages` (ids assigned) in one transaction; see
+    /// [`crate::storage::Storage::append`].
     pub async fn append(&self, messages: &[Message]) -> Result<Vec<Appended>, StorageError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
+            .send(Job::Append {
                 messages: messages.to_vec(),
                 reply,
             })
@@ -102,85 +190,134 @@ impl JournalWriter {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, StorageError> {
-    let connection = Connection::open(path)?;
-    connection.busy_timeout(Duration::from_secs(5))?;
-    // The database is in WAL mode already (set when sqlx opened it; it persists).
-    // NORMAL makes each commit survive a crash of the process; see `SqliteStorage`.
-    connection.execute_batch("PRAGMA synchronous = NORMAL;")?;
-    Ok(connection)
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map(drop)
+        .map_err(StorageError::Thread)
 }
 
-/// Starts the thread that checkpoints the WAL until the returned sender is dropped.
-fn start_checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
-    let connection = connect(path)?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
-            {
-                // PASSIVE copies what no reader still needs, without waiting for anyone;
-                // what it leaves is copied next time.
-                if let Err(err) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                    tracing::warn!("checkpointing the database failed: {err}");
-                }
-            }
-        })
-        .map_err(StorageError::Thread)?;
-    Ok(stop)
+fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let moved = mover.execute(MOVE_ROWS, params![upto])?;
+    tracing::debug!(
+        rows = moved,
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "moved journal rows into messages"
+    );
+    Ok(())
+}
+
+/// Moves the journal up to each seq it is handed, then tells the writer.
+fn run_mover(mover: Connection, upto: mpsc::Receiver<i64>, writer: mpsc::Sender<Job>) {
+    while let Ok(upto) = upto.recv() {
+        let result = move_rows(&mover, upto).map(|()| upto);
+        if writer.send(Job::Moved(result)).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_checkpoints(connection: Connection, stopped: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        // PASSIVE copies what no reader still needs, without waiting for anyone; what it
+        // leaves is copied next time.
+        if let Err(err) = connection.execute_batch(
+            "PRAGMA main.wal_checkpoint(PASSIVE); PRAGMA recent.wal_checkpoint(PASSIVE);",
+        ) {
+            tracing::warn!("checkpointing the database failed: {err}");
+        }
+    }
 }
 
 struct Journal {
     connection: Connection,
-    /// The journal's rows by resend key, so that spotting a resend needs no index on the
-    /// journal (an index would bring back a dirty page per room).
-    rows: HashMap<ResendKey, Message>,
+    /// The journal's rows by resend key, with their seq, so that spotting a resend needs
+    /// no index on the journal (an index would bring back a dirty page per room).
+    rows: HashMap<ResendKey, (i64, Message)>,
+    /// The highest seq appended. Seqs are rowids: once the journal is empty they may start
+    /// over, which is harmless because a move takes every row up to the seq it is given.
+    last_seq: i64,
+    /// Whether the mover is at work.
+    moving: bool,
+    moves: mpsc::Sender<i64>,
+    /// Dropped with the writer thread, which stops the checkpoint thread.
+    _stop_checkpoints: mpsc::Sender<()>,
 }
 
 impl Journal {
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
         loop {
-            let job = if self.rows.is_empty() {
+            let job = if self.rows.is_empty() || self.moving {
                 match jobs.recv() {
                     Ok(job) => job,
                     Err(mpsc::RecvError) => return,
                 }
             } else {
-                match jobs.recv_timeout(COMPACT_WHEN_IDLE) {
+                match jobs.recv_timeout(MOVE_WHEN_IDLE) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.compact_or_log();
+                        self.start_move();
                         continue;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        self.compact_or_log();
-                        return;
-                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             };
-            let result = self.append(&job.messages);
-            let _ = job.reply.send(result);
-            if self.rows.len() >= COMPACT_ROWS {
-                self.compact_or_log();
+            match job {
+                Job::Append { messages, reply } => {
+                    let _ = reply.send(self.append(&messages));
+                    if self.rows.len() >= MOVE_AT_ROWS {
+                        self.start_move();
+                    }
+                }
+                Job::Moved(Ok(upto)) => {
+                    self.moving = false;
+                    // A failed delete leaves rows in both tables, which reads allow for;
+                    // the next move's delete takes them.
+                    if let Err(err) = self.forget_moved(upto) {
+                        tracing::error!("deleting moved rows from the journal failed: {err}");
+                    }
+                }
+                Job::Moved(Err(err)) => {
+                    // Nothing is lost: the rows stay in the journal, where reads find them,
+                    // and the next move takes them too.
+                    self.moving = false;
+                    tracing::error!("moving the message journal into messages failed: {err}");
+                }
             }
         }
     }
 
+    fn start_move(&mut self) {
+        if !self.moving && self.moves.send(self.last_seq).is_ok() {
+            self.moving = true;
+        }
+    }
+
+    fn forget_moved(&mut self, upto: i64) -> Result<(), StorageError> {
+        self.connection.execute(
+            "DELETE FROM recent.message_journal WHERE seq <= ?1",
+            params![upto],
+        )?;
+        self.rows.retain(|_, (seq, _)| *seq > upto);
+        Ok(())
+    }
+
     fn append(&mut self, messages: &[Message]) -> Result<Vec<Appended>, StorageError> {
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Deferred: the transaction writes only the journal, so it locks only the journal.
+        let tx = self.connection.transaction()?;
         let mut results = Vec::with_capacity(messages.len());
         // Rows of this batch; they join `rows` only once committed.
-        let mut added: HashMap<ResendKey, Message> = HashMap::with_capacity(messages.len());
+        let mut added: HashMap<ResendKey, (i64, Message)> = HashMap::with_capacity(messages.len());
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO message_journal (room, id, author, author_key, text, ts, client_id)
+                "INSERT INTO recent.message_journal
+                     (room, id, author, author_key, text, ts, client_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut find = tx.prepare_cached(
-                "SELECT id, author, text, ts FROM messages
+                "SELECT id, author, text, ts FROM main.messages
                  WHERE room = ?1 AND author_key = ?2 AND client_id = ?3",
             )?;
             for message in messages {
@@ -189,7 +326,7 @@ impl Journal {
                     name_key(&message.author),
                     message.client_id.clone(),
                 );
-                if let Some(original) = added.get(&key).or_else(|| self.rows.get(&key)) {
+                if let Some((_, original)) = added.get(&key).or_else(|| self.rows.get(&key)) {
                     results.push(Appended::Duplicate(original.clone()));
                     continue;
                 }
@@ -224,43 +361,16 @@ impl Journal {
                     message.ts,
                     message.client_id,
                 ])?;
-                added.insert(key, message.clone());
+                let seq = tx.last_insert_rowid();
+                added.insert(key, (seq, message.clone()));
                 results.push(Appended::Stored);
             }
         }
         tx.commit()?;
+        if let Some(seq) = added.values().map(|(seq, _)| *seq).max() {
+            self.last_seq = seq;
+        }
         self.rows.extend(added);
         Ok(results)
-    }
-
-    /// Moves the journal into `messages` in one transaction.
-    fn compact(&mut self) -> Result<(), StorageError> {
-        let started = std::time::Instant::now();
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO messages (room, id, author, author_key, text, ts, client_id)
-             SELECT room, id, author, author_key, text, ts, client_id FROM message_journal
-             ORDER BY room, id",
-            [],
-        )?;
-        tx.execute("DELETE FROM message_journal", [])?;
-        tx.commit()?;
-        tracing::debug!(
-            rows = self.rows.len(),
-            took_ms = started.elapsed().as_secs_f64() * 1e3,
-            "moved the message journal"
-        );
-        self.rows.clear();
-        Ok(())
-    }
-
-    /// A failed move loses nothing: the rows stay in the journal, reads still find them,
-    /// and the move is tried again after the next append or pause.
-    fn compact_or_log(&mut self) {
-        if let Err(err) = self.compact() {
-            tracing::error!("moving the message journal into messages failed: {err}");
-        }
     }
 }
