@@ -224,7 +224,13 @@ impl Client {
 
     pub async fn try_open(addr: SocketAddr, label: &str) -> Result<Client, String> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = timeout(ACK_TIMEOUT, tokio_tungstenite::connect_async(url.as_str()))
+        // tungstenite zeroes its whole read buffer (128 KiB by default) before every
+        // read; small frames need far less, and the storm and bench run many clients.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+        let (ws, _) = timeout(ACK_TIMEOUT, connect)
             .await
             .map_err(|_| format!("[{label}] WebSocket handshake timed out"))?
             .map_err(|e| format!("[{label}] WebSocket handshake failed: {e}"))?;

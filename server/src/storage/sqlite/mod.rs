@@ -31,13 +31,18 @@ pub struct SqliteStorage {
 /// to an in-memory database is a database of its own.
 struct ScratchFile(PathBuf);
 
+const SCRATCH_PREFIX: &str = "banter-memory-";
+
 impl ScratchFile {
     fn new() -> Result<Self, StorageError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        if NEXT.load(Ordering::Relaxed) == 0 {
+            remove_orphaned_scratch_files();
+        }
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| StorageError::File(e.into()))?;
         let dir = std::env::temp_dir().join(format!(
-            "banter-memory-{}-{}-{:016x}",
+            "{SCRATCH_PREFIX}{}-{}-{:016x}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed),
             u64::from_le_bytes(nonce)
@@ -48,6 +53,33 @@ impl ScratchFile {
 
     fn database(&self) -> PathBuf {
         self.0.join("banter.db")
+    }
+}
+
+/// A process that ends without dropping its storage (a test binary, a killed server)
+/// leaves its scratch files behind: remove those whose process is gone. Only where
+/// `/proc` tells which processes live.
+fn remove_orphaned_scratch_files() {
+    let proc = std::path::Path::new("/proc");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    if !proc.join("self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !proc.join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -47,6 +47,10 @@ use crate::storage::{Appended, StorageError};
 /// few enough that reads scanning the journal stay cheap.
 const MOVE_AT_ROWS: usize = 4_096;
 
+/// Journal rows past which appends wait for a move under way: reads scan the journal, so
+/// a writer outrunning the mover (say, a bulk import) must not let it grow without end.
+const JOURNAL_CAP: usize = 4 * MOVE_AT_ROWS;
+
 /// A pause in appends this long moves what the journal holds.
 const MOVE_WHEN_IDLE: Duration = Duration::from_millis(200);
 
@@ -111,14 +115,13 @@ fn connect(main: &Path) -> Result<Connection, StorageError> {
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, StorageError>>;
 
-enum Job {
-    Append {
-        messages: Vec<Message>,
-        reply: Reply,
-    },
-    /// From the mover: journal rows up to this seq are in `messages` (or the move failed).
-    Moved(Result<i64, StorageError>),
+struct Job {
+    messages: Vec<Message>,
+    reply: Reply,
 }
+
+/// From the mover: journal rows up to this seq are in `messages` (or the move failed).
+type Moved = Result<i64, StorageError>;
 
 /// What identifies a resend: room, author key, client_id.
 type ResendKey = (String, String, String);
@@ -156,10 +159,10 @@ impl JournalWriter {
 
         let (jobs, job_receiver) = mpsc::channel();
         let (moves, move_receiver) = mpsc::channel::<i64>();
+        let (moved, moved_receiver) = mpsc::channel::<Moved>();
         let (stop_checkpoints, checkpoints_stopped) = mpsc::channel::<()>();
-        spawn("sqlite-mover", {
-            let jobs = jobs.clone();
-            move || run_mover(mover, move_receiver, jobs)
+        spawn("sqlite-mover", move || {
+            run_mover(mover, move_receiver, moved)
         })?;
         spawn("sqlite-checkpoint", move || {
             run_checkpoints(checkpointer, checkpoints_stopped)
@@ -172,7 +175,9 @@ impl JournalWriter {
             moves,
             _stop_checkpoints: stop_checkpoints,
         };
-        spawn("sqlite-writer", move || journal.run(job_receiver))?;
+        spawn("sqlite-writer", move || {
+            journal.run(job_receiver, moved_receiver)
+        })?;
         Ok(Self { jobs })
     }
 
@@ -181,7 +186,7 @@ impl JournalWriter {
     pub async fn append(&self, messages: &[Message]) -> Result<Vec<Appended>, StorageError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Append {
+            .send(Job {
                 messages: messages.to_vec(),
                 reply,
             })
@@ -210,10 +215,10 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
 }
 
 /// Moves the journal up to each seq it is handed, then tells the writer.
-fn run_mover(mover: Connection, upto: mpsc::Receiver<i64>, writer: mpsc::Sender<Job>) {
+fn run_mover(mover: Connection, upto: mpsc::Receiver<i64>, moved: mpsc::Sender<Moved>) {
     while let Ok(upto) = upto.recv() {
         let result = move_rows(&mover, upto).map(|()| upto);
-        if writer.send(Job::Moved(result)).is_err() {
+        if moved.send(result).is_err() {
             return;
         }
     }
@@ -247,14 +252,24 @@ struct Journal {
 }
 
 impl Journal {
-    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+    fn run(mut self, jobs: mpsc::Receiver<Job>, moved: mpsc::Receiver<Moved>) {
         loop {
-            let job = if self.rows.is_empty() || self.moving {
+            if self.moving && self.rows.len() >= JOURNAL_CAP {
+                match moved.recv() {
+                    Ok(result) => self.finish_move(result),
+                    Err(mpsc::RecvError) => return,
+                }
+            }
+            while let Ok(result) = moved.try_recv() {
+                self.finish_move(result);
+            }
+            let job = if self.rows.is_empty() && !self.moving {
                 match jobs.recv() {
                     Ok(job) => job,
                     Err(mpsc::RecvError) => return,
                 }
             } else {
+                // Also wakes now and then to pick up a finished move.
                 match jobs.recv_timeout(MOVE_WHEN_IDLE) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -264,33 +279,31 @@ impl Journal {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             };
-            match job {
-                Job::Append { messages, reply } => {
-                    let _ = reply.send(self.append(&messages));
-                    if self.rows.len() >= MOVE_AT_ROWS {
-                        self.start_move();
-                    }
-                }
-                Job::Moved(Ok(upto)) => {
-                    self.moving = false;
-                    // A failed delete leaves rows in both tables, which reads allow for;
-                    // the next move's delete takes them.
-                    if let Err(err) = self.forget_moved(upto) {
-                        tracing::error!("deleting moved rows from the journal failed: {err}");
-                    }
-                }
-                Job::Moved(Err(err)) => {
-                    // Nothing is lost: the rows stay in the journal, where reads find them,
-                    // and the next move takes them too.
-                    self.moving = false;
-                    tracing::error!("moving the message journal into messages failed: {err}");
-                }
+            let _ = job.reply.send(self.append(&job.messages));
+            if self.rows.len() >= MOVE_AT_ROWS {
+                self.start_move();
             }
         }
     }
 
+    fn finish_move(&mut self, result: Moved) {
+        self.moving = false;
+        match result {
+            // A failed delete leaves rows in both tables, which reads allow for; the next
+            // move's delete takes them.
+            Ok(upto) => {
+                if let Err(err) = self.forget_moved(upto) {
+                    tracing::error!("deleting moved rows from the journal failed: {err}");
+                }
+            }
+            // Nothing is lost: the rows stay in the journal, where reads find them, and
+            // the next move takes them too.
+            Err(err) => tracing::error!("moving the message journal into messages failed: {err}"),
+        }
+    }
+
     fn start_move(&mut self) {
-        if !self.moving && self.moves.send(self.last_seq).is_ok() {
+        if !self.moving && !self.rows.is_empty() && self.moves.send(self.last_seq).is_ok() {
             self.moving = true;
         }
     }
