@@ -57,7 +57,9 @@ const MOVE_WHEN_IDLE: Duration = Duration::from_millis(200);
 /// How often the checkpoint thread copies the WALs into their databases.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// The journal database's schema, created when missing.
+/// The journal database's schema, created when missing: the columns of `messages`
+/// (migrations/0001) in arrival order (`seq`). It is not a sqlx migration because the
+/// journal is a database of its own, attached to the main one.
 const JOURNAL_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS message_journal (
     seq        INTEGER PRIMARY KEY,
     room       TEXT    NOT NULL,
