@@ -5,9 +5,11 @@
 #[cfg(feature = "browser")]
 pub mod client;
 pub mod codec;
+pub mod emoji;
 #[cfg(feature = "ui")]
 pub mod components;
 pub mod linkify;
+pub mod mentions;
 pub mod names;
 pub mod protocol;
 #[cfg(feature = "ui")]

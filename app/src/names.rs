@@ -25,7 +25,8 @@ use caseless::Caseless;
 use unicode_normalization::UnicodeNormalization;
 use unicode_script::{Script, ScriptExtension, UnicodeScript};
 
-use crate::protocol::MAX_NAME_CHARS;
+/// The longest name, in characters after trimming.
+pub const MAX_NAME_CHARS: usize = 32;
 
 /// Why a name was refused. Each message tells the person what to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,63 +11,210 @@ use serde_json::Value;
 pub mod event {
     pub const JOIN: &str = "join";
     pub const MESSAGE: &str = "message";
+    pub const EDIT: &str = "edit";
+    pub const DELETE: &str = "delete";
+    pub const REACT: &str = "react";
     pub const TYPING: &str = "typing";
     pub const LEAVE: &str = "leave";
     pub const HISTORY: &str = "history";
     pub const ROOMS: &str = "rooms";
+    pub const WATCH: &str = "watch";
+    pub const SEARCH: &str = "search";
     pub const JOINED: &str = "joined";
     pub const LEFT: &str = "left";
+    /// A message changed: edited, deleted, or its reactions changed. Carries the whole
+    /// message as it is now.
+    pub const UPDATED: &str = "updated";
+    /// Batched joins and departures, for protocol 2 connections (see [`ConnectAuth`]).
+    pub const PRESENCE: &str = "presence";
+    /// New messages in a watched room.
+    pub const ACTIVITY: &str = "activity";
     /// Sent when a refused request carried no ack callback to answer on.
     pub const ERROR: &str = "error";
 }
 
 /// The room a page opens when its URL names none.
 pub const DEFAULT_ROOM: &str = "general";
-pub const MAX_NAME_CHARS: usize = 32;
+pub use crate::names::MAX_NAME_CHARS;
 pub const MAX_ROOM_CHARS: usize = 64;
 pub const MAX_TEXT_CHARS: usize = 4000;
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Messages a `join` without `since` returns.
 pub const JOIN_HISTORY: u32 = 50;
-/// Messages a `join` with `since` returns at most before it reports `truncated`.
+/// Messages a `join` with `since` returns at most before it reports `truncated`; also
+/// the most `updates` one join reply carries before it says `reset` instead.
 pub const CATCH_UP_LIMIT: u32 = 500;
 /// The largest page a `history` request may ask for.
 pub const MAX_HISTORY_PAGE: u32 = 100;
+/// The JSON size of the messages one reply (`join`, `history`, `search`) carries at
+/// most, unless a single message is larger; a reply cut short says so (`truncated`,
+/// `more`).
+pub const MAX_REPLY_BYTES: usize = 48 * 1024;
+/// Names a `join` reply lists at most in `members`; `online` says how many there are.
+pub const MAX_MEMBERS_LISTED: usize = 500;
 /// How long a typing indicator lasts without a refresh.
 pub const TYPING_TTL_MS: u64 = 5_000;
 /// How long a name stays reserved for its session after its last connection closed.
 pub const NAME_HOLD_MS: u64 = 120_000;
+/// How long someone whose last connection to a room closed still counts as there: a
+/// reload or a reconnect within this time is not announced as leaving and joining.
+pub const DEPARTURE_GRACE_MS: u64 = 10_000;
+/// Protocol 2 connections get joins and departures in `presence` batches, at most this
+/// often per room.
+pub const PRESENCE_BATCH_MS: u64 = 250;
+/// Edits one message may have.
+pub const MAX_EDITS_PER_MESSAGE: u32 = 50;
+/// Different emoji one message may carry as reactions.
+pub const MAX_REACTION_KINDS: usize = 20;
+/// Reactions (person and emoji pairs) one message may carry.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 100;
+/// Rooms one `watch` may name, and one connection may watch at once.
+pub const MAX_WATCHED_ROOMS: usize = 32;
+/// `unread` and `mentions` in a `watch` reply count up to this; more shows as this.
+pub const MAX_COUNTED_UNREAD: u32 = 100;
+/// A `rooms` page holds at most this many rooms (and this many when no `limit` is given).
+pub const MAX_ROOMS_PAGE: u32 = 100;
+pub const ROOMS_PAGE: u32 = 50;
+/// The shortest `search` query, in characters (search matches any three-character run).
+pub const MIN_SEARCH_CHARS: usize = 3;
+pub const MAX_SEARCH_CHARS: usize = 200;
+/// The most results one `search` reply carries (and its default).
+pub const MAX_SEARCH_RESULTS: u32 = 50;
+pub const SEARCH_RESULTS: u32 = 20;
+/// The characters of a replied-to message quoted in a reply's `reply_to.excerpt`.
+pub const REPLY_EXCERPT_CHARS: usize = 120;
+/// The protocol version a client asks for in its CONNECT payload: `40{"protocol":2}`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// A stored chat message, as every client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a client may send in its Socket.IO CONNECT packet (`40{...}`): with
+/// `"protocol": 2` the server sends joins and departures as batched `presence` events
+/// instead of one `joined` or `left` event per person. Without it (any stock client that
+/// sends no auth payload) the server speaks protocol 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectAuth {
+    #[serde(default)]
+    pub protocol: u32,
+}
+
+/// A stored chat message, as every client sees it: always its latest version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// The message's place in its room's sequence, given when it was posted.
     pub id: u64,
     pub room: String,
     pub author: String,
+    /// Empty once the message is deleted.
     pub text: String,
     /// Milliseconds since the Unix epoch, server clock.
     pub ts: i64,
     pub client_id: String,
+    /// The room sequence number of this version: `id` for a message never changed, and
+    /// the number of its latest change (edit, delete, reaction) otherwise. Every change in
+    /// a room gets the next number of the same sequence that message ids come from, so
+    /// a client that holds everything up to N asks for what followed with `since: N`.
+    /// Absent (0) from servers before protocol 2: read it as `id`.
+    #[serde(default)]
+    pub rev: u64,
+    /// When the text was last edited; absent for a message never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ts: Option<i64>,
+    /// True once the author deleted it: `text` is empty, `reactions` and `reply_to` are
+    /// gone, and the text is no longer stored.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// The message this one answers, as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyPreview>,
+    /// Reactions, each emoji once, in the order they were first given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Message {
+    /// The sequence number of this version, also from servers that send no `rev`.
+    pub fn version(&self) -> u64 {
+        self.rev.max(self.id)
+    }
+}
+
+/// The message a reply answers: enough to show a one-line quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyPreview {
+    pub id: u64,
+    pub author: String,
+    /// The start of its first line, at most [`REPLY_EXCERPT_CHARS`] characters; empty
+    /// when it was deleted.
+    pub excerpt: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+/// One emoji given to a message, and who gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    /// The names of the people who reacted with it, in the order they did.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     pub name: String,
     pub room: String,
-    /// The newest message id the client already holds: the reply then carries every
-    /// message after it (up to 500) instead of the latest 50.
+    /// The room sequence number up to which the client holds everything (the highest
+    /// `rev` or `id` it has seen): the reply then carries every message after it (up to
+    /// 500) and every older message that changed since, instead of the latest 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
     /// The session token an earlier `join` returned: it reclaims the name for a client
     /// reconnecting within [`NAME_HOLD_MS`], during which nobody else can take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// The client was in this room on a connection it lost (or before the server
+    /// restarted): it is back, not new, and the room is not told that it joined.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
     pub room: String,
     pub text: String,
+    pub client_id: String,
+    /// The id of the message in the same room that this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+}
+
+/// Replaces the text of one's own message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditRequest {
+    pub room: String,
+    pub id: u64,
+    pub text: String,
+    pub client_id: String,
+}
+
+/// Deletes one's own message: its text is removed from storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    pub room: String,
+    pub id: u64,
+    pub client_id: String,
+}
+
+/// Adds (`add: true`) or takes back one's reaction to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactRequest {
+    pub room: String,
+    pub id: u64,
+    /// One emoji (see [`crate::emoji::is_single_emoji`]).
+    pub emoji: String,
+    pub add: bool,
     pub client_id: String,
 }
 
@@ -97,13 +244,31 @@ pub struct JoinReply {
     /// to keep the name. Keep it private; it is all it takes to speak as this name.
     #[serde(default)]
     pub session: String,
+    /// With `since`: the latest version of every message with an id up to `since` that
+    /// changed after it (edited, deleted, reacted to), in the order of their `rev`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<Message>,
+    /// With `since`: more than [`CATCH_UP_LIMIT`] older messages changed, so the reply is
+    /// what a join without `since` returns. Drop what you hold of this room and start
+    /// over from this reply.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reset: bool,
+    /// How many people are online in the room; `members` names at most
+    /// [`MAX_MEMBERS_LISTED`] of them.
+    #[serde(default)]
+    pub online: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRequest {
     pub room: String,
-    /// Return messages with ids below this one.
-    pub before: u64,
+    /// Return messages with ids below this one (the newest of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// Or return the messages around this id: it, the older half of `limit` and the
+    /// newer half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub around: Option<u64>,
     #[serde(default = "default_history_page")]
     pub limit: u32,
 }
@@ -118,11 +283,113 @@ pub struct HistoryReply {
     pub messages: Vec<Message>,
     /// True when older messages exist.
     pub more: bool,
+    /// With `around`: true when newer messages than the last one returned exist.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub newer: bool,
+}
+
+/// `rooms`: a page of the room list, most recently active first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomsRequest {
+    /// Rooms per page, 1 to [`MAX_ROOMS_PAGE`]; [`ROOMS_PAGE`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomsReply {
     pub rooms: Vec<RoomInfo>,
+    /// More rooms follow: ask again with `cursor` set to `next`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `watch`: the rooms whose activity this connection wants pushed (replacing any
+/// earlier watch), with the newest id read in each, for unread counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub rooms: Vec<WatchedRoom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedRoom {
+    pub room: String,
+    /// The newest message id read there; 0 for none.
+    #[serde(default)]
+    pub read: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchReply {
+    pub rooms: Vec<RoomActivity>,
+}
+
+/// A watched room's counts, as of the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomActivity {
+    pub room: String,
+    /// Its newest message's id; 0 for none.
+    pub last_id: u64,
+    pub last_ts: Option<i64>,
+    pub online: usize,
+    /// Messages after `read` not deleted, counted up to [`MAX_COUNTED_UNREAD`].
+    pub unread: u32,
+    /// Of those, the ones that mention this connection's name (see
+    /// [`crate::mentions`]), counted up to [`MAX_COUNTED_UNREAD`].
+    pub mentions: u32,
+}
+
+/// `activity`: new messages in a watched room, at most about once a second per room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityNotice {
+    pub room: String,
+    pub last_id: u64,
+    pub last_ts: Option<i64>,
+    pub online: usize,
+    /// The messages posted since the room's previous notice, oldest first, at most 100.
+    pub messages: Vec<ActivityItem>,
+    /// More messages were posted than `messages` lists.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityItem {
+    pub id: u64,
+    pub author: String,
+    /// [`crate::mentions::mention_key`]s of the names it mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+}
+
+/// `search`: messages whose text contains every word of `query`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub query: String,
+    /// Only this room; every room when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// 1 to [`MAX_SEARCH_RESULTS`]; [`SEARCH_RESULTS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchReply {
+    /// Newest first.
+    pub results: Vec<Message>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +404,7 @@ pub struct RoomInfo {
     pub last_ts: Option<i64>,
 }
 
+/// The reply to `message`, `edit`, `delete` and `react`: the message as stored now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendReply {
     pub message: Message,
@@ -151,6 +419,25 @@ pub struct EmptyReply {}
 pub struct Presence {
     pub room: String,
     pub name: String,
+    pub ts: i64,
+}
+
+/// `presence` (protocol 2): who came and went in a room since the last notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceNotice {
+    pub room: String,
+    /// People who arrived, to be announced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<String>,
+    /// People who came back (`resume`) and are online again, not to be announced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returned: Vec<String>,
+    /// People who left (or whose last connection closed more than
+    /// [`DEPARTURE_GRACE_MS`] ago).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
+    /// How many people are online in the room now.
+    pub online: usize,
     pub ts: i64,
 }
 
@@ -188,6 +475,14 @@ pub enum ErrorCode {
     /// The server could not complete the request (for example it is shutting down);
     /// the request may be retried.
     Unavailable,
+    /// No message with that id in that room.
+    NotFound,
+    /// The message is someone else's: only its author may edit or delete it.
+    NotYours,
+    /// The message was deleted.
+    Gone,
+    /// A per-message limit (edits, reactions) is reached.
+    LimitReached,
     /// Not a code this client knows: a newer server. Shown with the server's message.
     #[serde(other)]
     Unknown,
@@ -205,6 +500,10 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotYours => "not_yours",
+            ErrorCode::Gone => "gone",
+            ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -362,10 +661,83 @@ pub fn validate_client_id(client_id: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Checks a reaction: exactly one emoji.
+pub fn validate_emoji(emoji: &str) -> Result<(), ProtocolError> {
+    if crate::emoji::is_single_emoji(emoji) {
+        Ok(())
+    } else {
+        Err(ProtocolError::new(
+            ErrorCode::BadRequest,
+            "A reaction is exactly one emoji.",
+        ))
+    }
+}
+
+/// Trims a search query and checks it: 3 to 200 characters.
+pub fn validate_query(raw: &str) -> Result<String, ProtocolError> {
+    let query = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    let chars = query.chars().count();
+    if chars < MIN_SEARCH_CHARS || chars > MAX_SEARCH_CHARS {
+        return Err(ProtocolError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "A search is {MIN_SEARCH_CHARS} to {MAX_SEARCH_CHARS} characters long."
+            ),
+        ));
+    }
+    Ok(query)
+}
+
+/// The one-line quote of a message that a reply shows: the start of its first non-empty
+/// line, at most [`REPLY_EXCERPT_CHARS`] characters (with "…" when cut).
+pub fn excerpt(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    let mut chars = line.chars();
+    let mut out: String = chars.by_ref().take(REPLY_EXCERPT_CHARS).collect();
+    if chars.next().is_some() || text.trim() != line {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn messages_from_protocol_one_servers_still_read() {
+        let old = json!({"id": 4, "room": "r", "author": "a", "text": "t", "ts": 1, "client_id": "c"});
+        let message: Message = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(message.version(), 4);
+        assert!(!message.deleted && message.reactions.is_empty() && message.reply_to.is_none());
+        // Unchanged fields keep today's shape; the new ones appear only when they say
+        // something, except `rev`.
+        let mut expected = old;
+        expected["rev"] = json!(0);
+        assert_eq!(serde_json::to_value(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        assert_eq!(excerpt("hello"), "hello");
+        assert_eq!(excerpt("\n  first line  \nsecond"), "first line…");
+        assert_eq!(excerpt(&"x".repeat(200)).chars().count(), REPLY_EXCERPT_CHARS + 1);
+        assert_eq!(excerpt(""), "");
+    }
+
+    #[test]
+    fn queries_are_bounded() {
+        assert_eq!(validate_query("  deploy   friday ").unwrap(), "deploy friday");
+        assert!(validate_query("ab").is_err());
+        assert!(validate_query(&"a".repeat(201)).is_err());
+        assert!(validate_emoji("👍").is_ok());
+        assert!(validate_emoji("ok").is_err());
+    }
 
     #[test]
     fn ok_reply_flattens_the_body_next_to_ok() {
@@ -378,6 +750,7 @@ mod tests {
             text: "hi".into(),
             ts: 5,
             client_id: "c1".into(),
+            ..Message::default()
         };
         let reply = ok_reply(&SendReply {
             message: msg.clone(),
