@@ -114,6 +114,7 @@ async fn join_since_in_a_big_room(
                 text: format!("message number {id} in a very big room"),
                 ts: 1_700_000_000_000 + id as i64,
                 client_id: format!("fill-{id}"),
+                ..Message::default()
             })
             .collect();
         next += batch.len() as u64;

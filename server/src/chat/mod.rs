@@ -341,6 +341,9 @@ async fn join(
     Ok(JoinReply {
         room: req.room,
         name: identity.name,
+        online: members.len(),
+        updates: Vec::new(),
+        reset: false,
         members,
         history,
         truncated,
@@ -467,6 +470,7 @@ async fn send(
         text,
         ts: now_ms(),
         client_id: req.client_id,
+        ..Message::default()
     };
     // The writer commits it, then fans it out, then answers: the ack means it is stored.
     let message = chat.writer.write(message, socket.id).await?;
@@ -528,7 +532,13 @@ async fn on_history(
             }
             let mut messages = chat
                 .storage
-                .before(&req.room, req.before, req.limit + 1)
+                .before(
+                    &req.room,
+                    req.before.ok_or_else(|| {
+                        ProtocolError::new(ErrorCode::BadRequest, "history needs \"before\".")
+                    })?,
+                    req.limit + 1,
+                )
                 .await
                 .map_err(unavailable)?;
             // One extra row tells whether anything older exists; it is not returned.
@@ -536,7 +546,11 @@ async fn on_history(
             if more {
                 messages.remove(0);
             }
-            Ok(HistoryReply { messages, more })
+            Ok(HistoryReply {
+                messages,
+                more,
+                newer: false,
+            })
         })
         .await;
 }
@@ -554,7 +568,11 @@ async fn on_rooms(State(chat): State<ChatState>, request: Request) {
                     last_ts: room.last_ts,
                 })
                 .collect();
-            Ok(RoomsReply { rooms })
+            Ok(RoomsReply {
+                rooms,
+                more: false,
+                next: None,
+            })
         })
         .await;
 }

@@ -146,6 +146,7 @@ fn to_message(row: &sqlx::sqlite::SqliteRow) -> Result<Message, StorageError> {
         text: row.try_get("text")?,
         ts: row.try_get("ts")?,
         client_id: row.try_get("client_id")?,
+        ..Message::default()
     })
 }
 
@@ -355,6 +356,7 @@ mod tests {
             text: format!("text of {client_id}"),
             ts: 1_700_000_000_000 + id as i64,
             client_id: client_id.into(),
+            ..Message::default()
         }
     }
 

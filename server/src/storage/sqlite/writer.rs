@@ -364,6 +364,7 @@ impl Journal {
                         text,
                         ts,
                         client_id: message.client_id.clone(),
+                        ..Message::default()
                     }));
                     continue;
                 }
