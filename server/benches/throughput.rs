@@ -17,7 +17,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use app::protocol::Message;
+use server::storage::{Change, ChangeKind, Owner};
 use serde_json::json;
 use support::{serve, Client};
 
@@ -104,23 +104,24 @@ async fn join_since_in_a_big_room(
 ) {
     let size = env_usize("BANTER_BENCH_ROOM_SIZE", 1_000_000) as u64;
     let started = Instant::now();
-    let mut next = storage.last_id("big").await.unwrap() + 1;
+    let mut next = storage.last_seq("big").await.unwrap() + 1;
     while next <= size {
-        let batch: Vec<Message> = (next..(next + 10_000).min(size + 1))
-            .map(|id| Message {
-                id,
+        let batch: Vec<Change> = (next..(next + 10_000).min(size + 1))
+            .map(|id| Change {
                 room: "big".into(),
+                owner: Owner(format!("user{}", id % 100)),
                 author: format!("user{}", id % 100),
-                text: format!("message number {id} in a very big room"),
-                ts: 1_700_000_000_000 + id as i64,
                 client_id: format!("fill-{id}"),
-                ..Message::default()
+                ts: 1_700_000_000_000 + id as i64,
+                kind: ChangeKind::Post {
+                    text: format!("message number {id} in a very big room"),
+                    reply_to: None,
+                },
             })
             .collect();
         next += batch.len() as u64;
-        storage.append(&batch).await.unwrap();
+        storage.append(batch).await.unwrap();
     }
-    storage.touch_room("big", 0).await.unwrap();
     println!(
         "filled room 'big' with {size} messages in {:.2?}",
         started.elapsed()

@@ -27,6 +27,19 @@ pub fn app(options: ChatOptions, storage: Arc<dyn Storage>) -> Router {
 /// The application and a handle on its Socket.IO server, to close every connection on
 /// shutdown (open WebSockets would otherwise hold a graceful shutdown forever).
 pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, SocketIo) {
+    let built = build_server(options, storage);
+    (built.router, built.io)
+}
+
+/// Everything a running server needs: the router, the Socket.IO handle, and the chat
+/// service (to drain it on shutdown).
+pub struct Built {
+    pub router: Router,
+    pub io: SocketIo,
+    pub chat: chat::ChatState,
+}
+
+pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
     let leptos_options = leptos_options();
     let chat = chat::Chat::new(options.clone(), storage);
     let (socket_layer, io) = SocketIo::builder()
@@ -38,7 +51,7 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
         // An Engine.IO session that never joins the namespace (or was refused at CONNECT
         // by a connection cap) holds a socket and counts toward no cap: close it soon.
         .connect_timeout(CONNECT_TIMEOUT)
-        .with_state(chat)
+        .with_state(chat.clone())
         .build_layer();
     io.ns(
         "/",
@@ -70,7 +83,15 @@ pub fn build(options: ChatOptions, storage: Arc<dyn Storage>) -> (Router, Socket
         ))
         .layer(axum::middleware::from_fn(security::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    (router, io)
+    Built { router, io, chat }
+}
+
+/// Locks a mutex, recovering from poisoning: shared state stays consistent between
+/// statements, so a panicked handler must not take the whole server down with it.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// How long a client has to connect to the namespace after opening its transport.

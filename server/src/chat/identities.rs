@@ -1,31 +1,45 @@
-//! Names bound to sessions, server-wide.
+//! Names bound to sessions, server-wide, kept across restarts.
 //!
 //! The first join under a name issues a session token. While any connection holds the
 //! name, and for [`NAME_HOLD_MS`] after the last one closed, only a join presenting that
 //! token gets it: a client reconnecting after a network drop reclaims its name, and
 //! nobody can pass as that person in the meantime. Names collide by `name_key` (Unicode
-//! normalised and case folded).
+//! normalised and case folded). This module is the only owner of names: a name is one
+//! session's, so a room never meets two people under one name.
+//!
+//! Only a hash of each token is kept ([`Owner`]), in memory and in storage: storage
+//! learns who owns which name (written behind, about once a second, and every
+//! [`REFRESH`] for names in use), so that after a restart or a crash each name seen
+//! shortly before is held for its owner for another [`NAME_HOLD_MS`] instead of going
+//! to whoever asks first. What is not guaranteed: a name claimed less than a second
+//! before a crash may be free after it (its record was not written yet).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use app::protocol::NAME_HOLD_MS;
+use tokio::sync::watch;
 
-use super::rooms::lock;
+use crate::lock;
+use crate::storage::{NameRecord, Owner};
 
 /// How long a released name stays reserved for its session.
 pub const NAME_HOLD: Duration = Duration::from_millis(NAME_HOLD_MS);
 
-struct Identity {
-    token: String,
+/// How often names in use are written with a fresh `last_seen`.
+pub const REFRESH: Duration = Duration::from_secs(30);
+
+struct Hold {
+    name: String,
+    owner: Owner,
     /// Connections currently holding the name.
     holders: usize,
     /// When the last holder let go; `None` while someone holds it.
     released_at: Option<Instant>,
 }
 
-impl Identity {
+impl Hold {
     fn is_reserved(&self, now: Instant) -> bool {
         self.holders > 0
             || self
@@ -40,56 +54,145 @@ pub enum ClaimRefusal {
     Held,
 }
 
-#[derive(Default)]
+/// A name granted: the token to hand to the client, and its owner id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub token: String,
+    pub owner: Owner,
+}
+
 pub struct Identities {
-    by_key: Mutex<HashMap<String, Identity>>,
+    by_key: Mutex<HashMap<String, Hold>>,
+    /// Records to write to storage.
+    dirty: Mutex<Vec<NameRecord>>,
+    /// Set once the holds storage kept have been restored; claims wait for it.
+    ready: watch::Sender<bool>,
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        Self {
+            by_key: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Vec::new()),
+            ready: watch::Sender::new(false),
+        }
+    }
 }
 
 impl Identities {
+    /// Takes back the holds storage kept: each name is held for its owner as if its last
+    /// connection closed at `now`. Then claims may proceed.
+    pub fn restore(&self, records: Vec<NameRecord>, now: Instant) {
+        let mut by_key = lock(&self.by_key);
+        for record in records {
+            by_key.entry(record.key).or_insert(Hold {
+                name: record.name,
+                owner: Owner(record.owner),
+                holders: 0,
+                released_at: Some(now),
+            });
+        }
+        drop(by_key);
+        self.ready.send_replace(true);
+    }
+
+    /// Waits until the kept holds are restored.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
     /// Takes the name for one more connection. A free name gets a fresh token; a held
-    /// one only with its token. Returns the token to hand to the client.
+    /// one only with its token.
     pub fn claim(
         &self,
         key: &str,
+        name: &str,
         presented: Option<&str>,
         now: Instant,
-    ) -> Result<String, ClaimRefusal> {
+    ) -> Result<Claim, ClaimRefusal> {
         let mut by_key = lock(&self.by_key);
         if by_key.len() >= SWEEP_AT && by_key.len().is_power_of_two() {
-            by_key.retain(|_, identity| identity.is_reserved(now));
+            by_key.retain(|_, hold| hold.is_reserved(now));
         }
-        if let Some(identity) = by_key.get_mut(key) {
-            let owner = presented.is_some_and(|token| constant_time_eq(token, &identity.token));
-            if owner {
-                identity.holders += 1;
-                identity.released_at = None;
-                return Ok(identity.token.clone());
+        if let Some(hold) = by_key.get_mut(key) {
+            if let Some(token) = presented.filter(|token| {
+                constant_time_eq(&Owner::of_token(token).0, &hold.owner.0)
+            }) {
+                hold.holders += 1;
+                hold.released_at = None;
+                hold.name = name.to_owned();
+                let claim = Claim {
+                    token: token.to_owned(),
+                    owner: hold.owner.clone(),
+                };
+                self.record(key, hold);
+                return Ok(claim);
             }
-            if identity.is_reserved(now) {
+            if hold.is_reserved(now) {
                 return Err(ClaimRefusal::Held);
             }
         }
         let token = new_token();
-        by_key.insert(
-            key.to_owned(),
-            Identity {
-                token: token.clone(),
-                holders: 1,
-                released_at: None,
-            },
-        );
-        Ok(token)
+        let owner = Owner::of_token(&token);
+        let hold = Hold {
+            name: name.to_owned(),
+            owner: owner.clone(),
+            holders: 1,
+            released_at: None,
+        };
+        self.record(key, &hold);
+        by_key.insert(key.to_owned(), hold);
+        Ok(Claim { token, owner })
     }
 
     /// One connection let go of the name.
     pub fn release(&self, key: &str, now: Instant) {
-        if let Some(identity) = lock(&self.by_key).get_mut(key) {
-            identity.holders = identity.holders.saturating_sub(1);
-            if identity.holders == 0 {
-                identity.released_at = Some(now);
+        let mut by_key = lock(&self.by_key);
+        if let Some(hold) = by_key.get_mut(key) {
+            hold.holders = hold.holders.saturating_sub(1);
+            if hold.holders == 0 {
+                hold.released_at = Some(now);
+                self.record(key, hold);
             }
         }
     }
+
+    fn record(&self, key: &str, hold: &Hold) {
+        lock(&self.dirty).push(NameRecord {
+            key: key.to_owned(),
+            name: hold.name.clone(),
+            owner: hold.owner.0.clone(),
+            last_seen: wall_ms(),
+        });
+    }
+
+    /// What to write to storage now: what changed, and with `refresh` every name in use.
+    pub fn take_dirty(&self, refresh: bool) -> Vec<NameRecord> {
+        let mut dirty = std::mem::take(&mut *lock(&self.dirty));
+        if refresh {
+            let now = wall_ms();
+            dirty.extend(
+                lock(&self.by_key)
+                    .iter()
+                    .filter(|(_, hold)| hold.holders > 0)
+                    .map(|(key, hold)| NameRecord {
+                        key: key.clone(),
+                        name: hold.name.clone(),
+                        owner: hold.owner.0.clone(),
+                        last_seen: now,
+                    }),
+            );
+        }
+        dirty
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Below this many names nothing is swept; expired entries are otherwise dropped as the
@@ -107,8 +210,8 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares tokens without stopping at the first difference, so response timing does
-/// not reveal how much of a guess was right.
+/// Compares without stopping at the first difference, so response timing does not
+/// reveal how much of a guess was right.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -121,44 +224,52 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn ids() -> Identities {
+        let ids = Identities::default();
+        ids.restore(Vec::new(), Instant::now());
+        ids
+    }
+
     #[test]
     fn a_free_name_gets_a_fresh_token() {
-        let ids = Identities::default();
+        let ids = ids();
         let now = Instant::now();
-        let alice = ids.claim("alice", None, now).expect("free");
-        let bob = ids.claim("bob", None, now).expect("free");
-        assert_eq!(alice.len(), 32);
+        let alice = ids.claim("alice", "Alice", None, now).expect("free");
+        let bob = ids.claim("bob", "bob", None, now).expect("free");
+        assert_eq!(alice.token.len(), 32);
         assert_ne!(alice, bob);
+        assert_eq!(alice.owner, Owner::of_token(&alice.token));
     }
 
     #[test]
     fn a_held_name_needs_its_token() {
-        let ids = Identities::default();
+        let ids = ids();
         let now = Instant::now();
-        let token = ids.claim("alice", None, now).expect("free");
-        assert_eq!(ids.claim("alice", None, now), Err(ClaimRefusal::Held));
+        let claim = ids.claim("alice", "alice", None, now).expect("free");
+        assert_eq!(ids.claim("alice", "alice", None, now), Err(ClaimRefusal::Held));
         assert_eq!(
-            ids.claim("alice", Some("guess"), now),
+            ids.claim("alice", "alice", Some("guess"), now),
             Err(ClaimRefusal::Held)
         );
-        assert_eq!(ids.claim("alice", Some(&token), now), Ok(token));
+        assert_eq!(ids.claim("alice", "alice", Some(&claim.token), now), Ok(claim));
     }
 
     #[test]
     fn a_released_name_is_kept_for_its_session_for_two_minutes() {
-        let ids = Identities::default();
+        let ids = ids();
         let start = Instant::now();
-        let token = ids.claim("alice", None, start).expect("free");
+        let claim = ids.claim("alice", "alice", None, start).expect("free");
         ids.release("alice", start);
         let soon = start + NAME_HOLD - Duration::from_secs(1);
-        assert_eq!(ids.claim("alice", None, soon), Err(ClaimRefusal::Held));
-        assert_eq!(ids.claim("alice", Some(&token), soon), Ok(token.clone()));
+        assert_eq!(ids.claim("alice", "alice", None, soon), Err(ClaimRefusal::Held));
+        assert_eq!(ids.claim("alice", "alice", Some(&claim.token), soon), Ok(claim.clone()));
         ids.release("alice", soon);
         let later = soon + NAME_HOLD;
-        let taken_over = ids.claim("alice", None, later).expect("the hold expired");
-        assert_ne!(taken_over, token);
+        let taken_over = ids.claim("alice", "alice", None, later).expect("the hold expired");
+        assert_ne!(taken_over.token, claim.token);
+        assert_ne!(taken_over.owner, claim.owner, "a new owner: resends cannot collide");
         assert_eq!(
-            ids.claim("alice", Some(&token), later),
+            ids.claim("alice", "alice", Some(&claim.token), later),
             Err(ClaimRefusal::Held),
             "the old token no longer owns the name"
         );
@@ -166,16 +277,35 @@ mod tests {
 
     #[test]
     fn a_name_stays_held_while_any_connection_holds_it() {
-        let ids = Identities::default();
+        let ids = ids();
         let start = Instant::now();
-        let token = ids.claim("alice", None, start).expect("free");
-        ids.claim("alice", Some(&token), start)
+        let claim = ids.claim("alice", "alice", None, start).expect("free");
+        ids.claim("alice", "alice", Some(&claim.token), start)
             .expect("a second tab");
         ids.release("alice", start);
         let much_later = start + NAME_HOLD * 10;
         assert_eq!(
-            ids.claim("alice", None, much_later),
+            ids.claim("alice", "alice", None, much_later),
             Err(ClaimRefusal::Held)
+        );
+    }
+
+    #[test]
+    fn restored_holds_keep_names_for_their_owners_after_a_restart() {
+        let before = Identities::default();
+        before.restore(Vec::new(), Instant::now());
+        let claim = before.claim("alice", "Alice", None, Instant::now()).unwrap();
+        let records = before.take_dirty(false);
+        assert_eq!(records.len(), 1);
+        assert!(!records[0].owner.contains(&claim.token), "only a hash is stored");
+
+        let after = Identities::default();
+        let restart = Instant::now();
+        after.restore(records, restart);
+        assert_eq!(after.claim("alice", "alice", None, restart), Err(ClaimRefusal::Held));
+        assert_eq!(
+            after.claim("alice", "Alice", Some(&claim.token), restart),
+            Ok(claim)
         );
     }
 

@@ -4,6 +4,16 @@
 //! A refused request is answered `rate_limited` with the time after which the client
 //! may send again; a socket that keeps sending anyway is disconnected. Connections over
 //! a cap are refused at the Socket.IO CONNECT with a reason.
+//!
+//! What counts as "keeps sending anyway": a request refused although it arrived before
+//! the wait it had been given was over. A client that waits exactly `retry_after_ms` and
+//! sends again may well be refused again (another client of its address took the token,
+//! or its own burst is spent), but that refusal does not count against it: a client that
+//! does what PROTOCOL.md says is never disconnected.
+//!
+//! Per-address budgets (messages, requests, room creation) live as long as the address
+//! has connections or a bucket that has not refilled, so reconnecting does not reset
+//! them; per-connection budgets come on top.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -14,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ConnectInfo;
 use socketioxide::extract::SocketRef;
 
-use super::rooms::lock;
+use crate::lock;
 
 /// A token bucket's shape: `per_second` tokens flow in, at most `burst` are kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,12 +46,18 @@ impl RateLimit {
 /// Every abuse limit of the chat service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AbuseLimits {
-    /// Messages per connection.
+    /// Messages and changes (edit, delete, react) per connection.
     pub messages: Option<RateLimit>,
-    /// Messages per client address, over all its connections.
+    /// Messages and changes per client address, over all its connections.
     pub client_messages: Option<RateLimit>,
-    /// Other requests (join, leave, history, rooms, typing) per connection.
+    /// Other requests (join, leave, history, rooms, watch, typing) per connection.
     pub requests: Option<RateLimit>,
+    /// Other requests per client address, over all its connections.
+    pub client_requests: Option<RateLimit>,
+    /// Searches per connection (they also count as requests).
+    pub searches: Option<RateLimit>,
+    /// New rooms (a join to a room with no message and nobody in it) per client address.
+    pub room_creation: Option<RateLimit>,
     /// Refusals a connection may collect before it is disconnected for flooding: a
     /// client that waits as told is refused about once per wait, a flood far more often.
     pub refusals: Option<RateLimit>,
@@ -58,6 +74,9 @@ impl Default for AbuseLimits {
             messages: RateLimit::new(5.0, 10.0),
             client_messages: RateLimit::new(25.0, 50.0),
             requests: RateLimit::new(10.0, 30.0),
+            client_requests: RateLimit::new(50.0, 100.0),
+            searches: RateLimit::new(1.0, 5.0),
+            room_creation: RateLimit::new(0.2, 20.0),
             refusals: RateLimit::new(1.0, 30.0),
             max_connections_per_client: 50,
             max_connections: 10_000,
@@ -73,6 +92,9 @@ impl AbuseLimits {
             messages: None,
             client_messages: None,
             requests: None,
+            client_requests: None,
+            searches: None,
+            room_creation: None,
             refusals: None,
             max_connections_per_client: usize::MAX,
             max_connections: usize::MAX,
@@ -100,6 +122,12 @@ impl TokenBucket {
             refilled_at: now,
             blocked_until: None,
         }
+    }
+
+    /// Whether a request that arrived at `arrived` came before the end of the last wait
+    /// this bucket announced: a refusal then counts against the client.
+    pub fn arrived_early(&self, arrived: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| arrived < until)
     }
 
     /// Takes one token, or says how long to wait for one.
@@ -162,29 +190,69 @@ impl std::fmt::Display for ClientKey {
     }
 }
 
-/// The client's address: from the configured proxy header when one is set (the last
-/// address in it, the one our own proxy appended), else the TCP peer. `None` when the
-/// server was started without connection info (some tests): per-address limits are
-/// then off.
-pub fn client_key(socket: &SocketRef, proxy_header: Option<&str>) -> Option<ClientKey> {
+/// The client's address: from the configured proxy header when one is set, else the TCP
+/// peer. `Ok(None)` when the server was started without connection info (some tests):
+/// per-address limits are then off.
+///
+/// Behind a proxy only the right-most entry can be trusted: it is the one our own proxy
+/// added, while anything left of it came from the client. So the right-most entry is
+/// used and must parse; a missing header or an unreadable right-most entry refuses the
+/// connection rather than fall back to an address the client may have written.
+pub fn client_key(
+    socket: &SocketRef,
+    proxy_header: Option<&str>,
+) -> Result<Option<ClientKey>, ConnectRefusal> {
     let parts = socket.req_parts();
     if let Some(header) = proxy_header {
-        let from_header = parts
+        let values: Vec<&str> = parts
             .headers
             .get_all(header)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .last();
-        if let Some(ip) = from_header {
-            return Some(ClientKey::from_ip(ip));
-        }
+            .collect();
+        return forwarded_client(header, &values)
+            .map(|ip| Some(ClientKey::from_ip(ip)))
+            .ok_or_else(|| ConnectRefusal::ProxyHeader(header.to_owned()));
     }
-    parts
+    Ok(parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| ClientKey::from_ip(addr.ip()))
+        .map(|ConnectInfo(addr)| ClientKey::from_ip(addr.ip())))
+}
+
+/// The client address in the right-most entry of a proxy header's values (all lines of
+/// it, in order). `Forwarded` (RFC 7239) is read by its `for=` parameter; any other
+/// header as a comma-separated list of addresses (`X-Forwarded-For`, `X-Real-IP`).
+pub fn forwarded_client(header: &str, values: &[&str]) -> Option<IpAddr> {
+    let last = values
+        .iter()
+        .flat_map(|value| value.split(','))
+        .next_back()?
+        .trim();
+    if header.eq_ignore_ascii_case("forwarded") {
+        let node = last.split(';').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("for")
+                .then(|| value.trim().trim_matches('"'))
+        })?;
+        parse_node(node)
+    } else {
+        parse_node(last)
+    }
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1` or
+/// `[2001:db8::1]:4711`. Obfuscated identifiers (`unknown`, `_hidden`) are not addresses.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        let (ip, _port) = rest.split_once(']')?;
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    node.parse::<SocketAddr>().ok().map(|addr| addr.ip())
 }
 
 /// Why a connection was refused.
@@ -194,12 +262,36 @@ pub enum ConnectRefusal {
     PerClient(usize),
     #[error("the server is full ({0} connections); retry later")]
     Total(usize),
+    #[error("the request did not come through the expected proxy: no usable {0} header")]
+    ProxyHeader(String),
+    #[error("the server is shutting down; reconnect in a moment")]
+    ShuttingDown,
 }
 
 #[derive(Default)]
 struct ClientState {
     connections: usize,
     messages: Option<TokenBucket>,
+    requests: Option<TokenBucket>,
+    rooms: Option<TokenBucket>,
+}
+
+impl ClientState {
+    /// Whether nothing is left worth remembering: no connection, every bucket full.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.connections == 0
+            && [&self.messages, &self.requests, &self.rooms]
+                .iter()
+                .all(|bucket| bucket.as_ref().is_none_or(|b| b.is_full(now)))
+    }
+}
+
+/// Which of an address' shared budgets a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBudget {
+    Messages,
+    Requests,
+    RoomCreation,
 }
 
 /// Connections and message buckets per client address, and the connection total.
@@ -207,6 +299,8 @@ pub struct ClientLimits {
     max_per_client: usize,
     max_total: usize,
     message_limit: Option<RateLimit>,
+    request_limit: Option<RateLimit>,
+    room_limit: Option<RateLimit>,
     state: Mutex<(usize, HashMap<ClientKey, ClientState>)>,
     admitted: AtomicUsize,
 }
@@ -216,11 +310,13 @@ pub struct ClientLimits {
 const SWEEP_EVERY: usize = 1024;
 
 impl ClientLimits {
-    pub fn new(max_per_client: usize, max_total: usize, message_limit: Option<RateLimit>) -> Self {
+    pub fn new(limits: &AbuseLimits) -> Self {
         Self {
-            max_per_client,
-            max_total,
-            message_limit,
+            max_per_client: limits.max_connections_per_client,
+            max_total: limits.max_connections,
+            message_limit: limits.client_messages,
+            request_limit: limits.client_requests,
+            room_limit: limits.room_creation,
             state: Mutex::new((0, HashMap::new())),
             admitted: Default::default(),
         }
@@ -247,9 +343,7 @@ impl ClientLimits {
         let admitted = self.admitted.fetch_add(1, Ordering::Relaxed);
         if admitted % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = Instant::now();
-            clients.retain(|_, state| {
-                state.connections > 0 || state.messages.as_ref().is_some_and(|b| !b.is_full(now))
-            });
+            clients.retain(|_, state| !state.is_idle(now));
         }
         Ok(ConnectionSlot {
             limits: self.clone(),
@@ -257,17 +351,33 @@ impl ClientLimits {
         })
     }
 
-    /// Takes a message token from the client's shared bucket.
-    pub fn take_message(&self, client: Option<ClientKey>, now: Instant) -> Result<(), Duration> {
-        let (Some(limit), Some(key)) = (self.message_limit, client) else {
+    /// Takes a token from one of the client's shared buckets. On refusal, also says
+    /// whether the request arrived before a wait this bucket had announced.
+    pub fn take(
+        &self,
+        client: Option<ClientKey>,
+        budget: ClientBudget,
+        arrived: Instant,
+        now: Instant,
+    ) -> Result<(), (Duration, bool)> {
+        let limit = match budget {
+            ClientBudget::Messages => self.message_limit,
+            ClientBudget::Requests => self.request_limit,
+            ClientBudget::RoomCreation => self.room_limit,
+        };
+        let (Some(limit), Some(key)) = (limit, client) else {
             return Ok(());
         };
         let mut guard = lock(&self.state);
         let state = guard.1.entry(key).or_default();
-        state
-            .messages
-            .get_or_insert_with(|| TokenBucket::new(limit, now))
-            .take(now)
+        let bucket = match budget {
+            ClientBudget::Messages => &mut state.messages,
+            ClientBudget::Requests => &mut state.requests,
+            ClientBudget::RoomCreation => &mut state.rooms,
+        }
+        .get_or_insert_with(|| TokenBucket::new(limit, now));
+        let early = bucket.arrived_early(arrived);
+        bucket.take(now).map_err(|wait| (wait, early))
     }
 
     fn release(&self, client: Option<ClientKey>) {
@@ -280,9 +390,7 @@ impl ClientLimits {
                 state.connections = state.connections.saturating_sub(1);
                 // Forget an address once it has nothing left to remember; a client that
                 // reconnects to dodge its bucket finds it refilled only as time allows.
-                let idle = state.connections == 0
-                    && state.messages.as_ref().is_none_or(|b| b.is_full(now));
-                if idle {
+                if state.is_idle(now) {
                     clients.remove(&key);
                 }
             }
@@ -366,13 +474,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_early_only_before_the_announced_time() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(limit(5.0, 1.0), start);
+        bucket.take(start).expect("the one token");
+        assert!(!bucket.arrived_early(start), "nothing was announced yet");
+        let wait = bucket.take(start).expect_err("empty");
+        assert!(bucket.arrived_early(start + wait / 2));
+        assert!(!bucket.arrived_early(start + wait));
+    }
+
+    #[test]
     fn a_zero_rate_means_no_limit() {
         assert_eq!(RateLimit::new(0.0, 10.0), None);
     }
 
     #[test]
     fn connections_are_capped_per_client_and_in_total() {
-        let limits = Arc::new(ClientLimits::new(2, 3, None));
+        let limits = Arc::new(ClientLimits::new(&AbuseLimits {
+            max_connections_per_client: 2,
+            max_connections: 3,
+            ..AbuseLimits::unlimited()
+        }));
         let a = Some(ClientKey::from_ip("10.0.0.1".parse().unwrap()));
         let b = Some(ClientKey::from_ip("10.0.0.2".parse().unwrap()));
         let a1 = limits.admit(a).expect("first");
@@ -386,10 +509,33 @@ mod tests {
 
     #[test]
     fn idle_addresses_are_forgotten() {
-        let limits = Arc::new(ClientLimits::new(5, 10, RateLimit::new(5.0, 10.0)));
+        let limits = Arc::new(ClientLimits::new(&AbuseLimits {
+            max_connections_per_client: 5,
+            max_connections: 10,
+            ..AbuseLimits::default()
+        }));
         let a = Some(ClientKey::from_ip("10.0.0.1".parse().unwrap()));
         drop(limits.admit(a).expect("admitted"));
         assert_eq!(limits.tracked_clients(), 0);
+    }
+
+    #[test]
+    fn proxy_headers_are_read_right_most_and_strictly() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let xff = |values: &[&str]| forwarded_client("X-Forwarded-For", values);
+        assert_eq!(xff(&["1.2.3.4"]), Some(ip("1.2.3.4")));
+        assert_eq!(xff(&["6.6.6.6, 1.2.3.4"]), Some(ip("1.2.3.4")));
+        assert_eq!(xff(&["6.6.6.6", "1.2.3.4"]), Some(ip("1.2.3.4")), "header lines in order");
+        assert_eq!(xff(&["1.2.3.4, garbage"]), None, "never skips to an entry the client wrote");
+        assert_eq!(xff(&["1.2.3.4, "]), None);
+        assert_eq!(xff(&[]), None);
+        assert_eq!(xff(&["[2001:db8::1]:4711"]), Some(ip("2001:db8::1")));
+        assert_eq!(xff(&["10.0.0.1:80"]), Some(ip("10.0.0.1")));
+        let fwd = |values: &[&str]| forwarded_client("Forwarded", values);
+        assert_eq!(fwd(&["for=192.0.2.60;proto=http;by=203.0.113.43"]), Some(ip("192.0.2.60")));
+        assert_eq!(fwd(&["for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\""]), Some(ip("2001:db8:cafe::17")));
+        assert_eq!(fwd(&["for=1.2.3.4, for=unknown"]), None);
+        assert_eq!(fwd(&["for=1.2.3.4, proto=https"]), None);
     }
 
     #[test]

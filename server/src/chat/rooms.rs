@@ -1,171 +1,510 @@
-//! Rooms: who is online in each, and fan-out to them.
+//! Rooms: who is in each, presence notices, typing, and fan-out to the members.
 //!
-//! Each room has its own lock, held only for synchronous work (socketioxide's `emit`
-//! never waits), so no lock is held across an await. Messages are fanned out by the
-//! writer alone, in id order.
+//! This is the one source of truth for membership. A room lists people (one per name),
+//! each with the connections they have in it (tabs, devices); a connection's own list of
+//! rooms (`Connection::membership`) is this module's index by connection, written only
+//! here. Lock order: a connection's membership lock, then a room's lock, then outlets;
+//! no lock is held across an await.
+//!
+//! Presence: a person arriving is announced at once to protocol 1 members (`joined`) and
+//! in the next batch to protocol 2 members (`presence`, at most every
+//! [`PRESENCE_BATCH_MS`] per room). A person whose last connection *drops* stays listed
+//! for [`DEPARTURE_GRACE_MS`]: coming back within it (a reload, a reconnect) is announced
+//! to nobody; otherwise they are announced as leaving when it runs out. An explicit
+//! `leave` is announced at once.
+//!
+//! A room lives in memory only while someone is in it (or departing); its messages live
+//! in storage.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use app::protocol::name_key;
-use socketioxide::extract::SocketRef;
+use app::protocol::{
+    event, Presence, PresenceNotice, TypingNotice, DEPARTURE_GRACE_MS, MAX_MEMBERS_LISTED,
+    PRESENCE_BATCH_MS, PROTOCOL_VERSION,
+};
 use socketioxide::socket::Sid;
 
-pub struct Member {
-    pub socket: SocketRef,
-    pub name: String,
-    key: String,
-    /// The session token owning the name: one person may be here on several
-    /// connections (tabs), nobody else under the same name.
-    token: String,
-    /// Bumped on every typing change, so a stale expiry timer knows it is stale.
-    pub typing_generation: u64,
-    /// Whether this member is typing, as last reported.
-    pub typing: bool,
-    /// What the others were last told, when, and whether a deferred relay is queued:
-    /// typing changes are relayed at most once per [`TYPING_RELAY_INTERVAL`], the latest
-    /// state winning.
-    pub typing_relayed: bool,
-    pub typing_relayed_at: Option<Instant>,
-    pub typing_relay_queued: bool,
+use super::connection::{Peer, Speaker};
+use super::outlet::{shared_json, Outgoing};
+use super::typing::{Relay, TypingRelay, TYPING_TTL_MS};
+use super::now_ms;
+use crate::lock;
+
+struct Member {
+    peer: Peer,
+    typing: TypingRelay,
 }
 
-/// The least time between two typing notices about one member.
-pub const TYPING_RELAY_INTERVAL: Duration = Duration::from_millis(500);
+struct Person {
+    key: String,
+    name: String,
+    members: Vec<Member>,
+    /// Set while their last connection dropped less than the grace ago: the number of
+    /// the departure, so a stale timer knows it is stale.
+    departing: Option<u64>,
+}
 
-/// Who is in a room; its messages live in storage.
+/// Arrivals and departures not yet told to protocol 2 members.
+#[derive(Default)]
+struct PendingPresence {
+    /// (name, announce?) in order.
+    arrived: Vec<(String, bool)>,
+    left: Vec<String>,
+    scheduled: bool,
+}
+
 #[derive(Default)]
 pub struct Room {
-    /// In the order they joined.
-    members: Vec<Member>,
+    /// In the order they arrived.
+    people: Vec<Person>,
+    /// Whether storage holds a message of this room (kept in the room list then).
+    pub has_messages: bool,
+    pending: PendingPresence,
+    departures: u64,
 }
 
-pub enum Admission {
-    /// The first connection of this person here: the others are told.
-    Joined,
-    /// Another connection of someone already here (a second tab): nobody is told.
-    AnotherConnection,
-    AlreadyMember,
-    NameTaken,
+pub struct RoomCell {
+    pub name: String,
+    state: Mutex<Room>,
+}
+
+/// Why a connection could not join.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The connection closed while its join waited its turn.
+    Closed,
+    /// It is in as many rooms as it may be.
+    TooManyRooms(usize),
+}
+
+pub struct Joined {
+    /// Who is online (each person once), at most [`MAX_MEMBERS_LISTED`].
+    pub members: Vec<String>,
+    pub online: usize,
+}
+
+/// How a connection leaves a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It asked to: announced at once.
+    Leave,
+    /// It disconnected: announced once the grace ran out without a return.
+    Dropped,
 }
 
 impl Room {
-    pub fn admit(&mut self, socket: &SocketRef, name: &str, token: &str) -> Admission {
-        if self.member(socket.id).is_some() {
-            return Admission::AlreadyMember;
-        }
-        let key = name_key(name);
-        let mut same_person = false;
-        for member in self.members.iter().filter(|m| m.key == key) {
-            if member.token != token {
-                return Admission::NameTaken;
-            }
-            same_person = true;
-        }
-        self.members.push(Member {
-            socket: socket.clone(),
-            name: name.to_owned(),
-            key,
-            token: token.to_owned(),
-            typing_generation: 0,
-            typing: false,
-            typing_relayed: false,
-            typing_relayed_at: None,
-            typing_relay_queued: false,
-        });
-        if same_person {
-            Admission::AnotherConnection
-        } else {
-            Admission::Joined
-        }
+    fn person(&self, key: &str) -> Option<usize> {
+        self.people.iter().position(|p| p.key == key)
     }
 
-    /// Whether someone still has a connection here under this name.
-    pub fn has_name(&self, name: &str) -> bool {
-        let key = name_key(name);
-        self.members.iter().any(|m| m.key == key)
+    fn member_mut(&mut self, sid: Sid) -> Option<&mut Member> {
+        self.people
+            .iter_mut()
+            .flat_map(|p| p.members.iter_mut())
+            .find(|m| m.peer.sid() == sid)
     }
 
-    pub fn remove(&mut self, sid: Sid) -> Option<Member> {
-        let index = self.members.iter().position(|m| m.socket.id == sid)?;
-        Some(self.members.remove(index))
-    }
-
-    pub fn member(&self, sid: Sid) -> Option<&Member> {
-        self.members.iter().find(|m| m.socket.id == sid)
-    }
-
-    pub fn member_mut(&mut self, sid: Sid) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.socket.id == sid)
-    }
-
-    /// Who is here, each person once (however many connections they have).
-    pub fn member_names(&self) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        self.members
+    fn name_of(&self, sid: Sid) -> Option<String> {
+        self.people
             .iter()
-            .filter(|m| seen.insert(m.key.as_str()))
-            .map(|m| m.name.clone())
+            .find(|p| p.members.iter().any(|m| m.peer.sid() == sid))
+            .map(|p| p.name.clone())
+    }
+
+    fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.people
+            .iter()
+            .flat_map(|p| p.members.iter())
+            .map(|m| &m.peer)
+    }
+
+    /// People online (departing ones included, within their grace).
+    pub fn online(&self) -> usize {
+        self.people.len()
+    }
+
+    pub fn member_names(&self) -> Vec<String> {
+        self.people
+            .iter()
+            .take(MAX_MEMBERS_LISTED)
+            .map(|p| p.name.clone())
             .collect()
     }
 
-    /// Sends an event to every member but `except`. Returns the sockets whose send
-    /// buffer was full: slow consumers, to be disconnected once the lock is released.
-    #[must_use]
-    pub fn broadcast<T: serde::Serialize + ?Sized>(
+    /// Sends an event to every connection in the room but `except`.
+    pub fn send_all<T: serde::Serialize + ?Sized>(
         &self,
         except: Option<Sid>,
-        event: &str,
+        event: &'static str,
         data: &T,
-    ) -> Vec<SocketRef> {
-        let mut slow = Vec::new();
-        for member in self.members.iter().filter(|m| Some(m.socket.id) != except) {
-            if let Err(err) = member.socket.emit(event, data) {
-                if is_buffer_full(&err) {
-                    slow.push(member.socket.clone());
-                } else {
-                    tracing::debug!(sid = %member.socket.id, %err, "emit to a closing socket");
-                }
+    ) {
+        let Some(json) = shared_json(data) else {
+            return;
+        };
+        self.send_shared(except, event, &json, |_| true);
+    }
+
+    fn send_shared(
+        &self,
+        except: Option<Sid>,
+        event: &'static str,
+        json: &Arc<serde_json::value::RawValue>,
+        to: impl Fn(&Peer) -> bool,
+    ) {
+        for peer in self.peers().filter(|p| Some(p.sid()) != except && to(p)) {
+            peer.send(Outgoing::event(event, json.clone()));
+        }
+    }
+
+    /// Tells protocol 1 members now and queues the news for protocol 2 members; returns
+    /// whether a batch must be scheduled.
+    fn announce(&mut self, room: &str, name: &str, arrived: bool, announce: bool, except: Option<Sid>) -> bool {
+        let notice = Presence {
+            room: room.to_owned(),
+            name: name.to_owned(),
+            ts: now_ms(),
+        };
+        if let Some(json) = shared_json(&notice) {
+            let event = if arrived { event::JOINED } else { event::LEFT };
+            self.send_shared(except, event, &json, |p| p.conn.protocol < PROTOCOL_VERSION);
+        }
+        let pending = &mut self.pending;
+        if arrived {
+            pending.arrived.retain(|(n, _)| n != name);
+            pending.arrived.push((name.to_owned(), announce));
+        } else {
+            pending.arrived.retain(|(n, _)| n != name);
+            if !pending.left.iter().any(|n| n == name) {
+                pending.left.push(name.to_owned());
             }
         }
-        slow
+        !std::mem::replace(&mut pending.scheduled, true)
     }
-}
-
-pub fn is_buffer_full(err: &socketioxide::SendError) -> bool {
-    matches!(
-        err,
-        socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)
-    )
 }
 
 #[derive(Default)]
 pub struct Rooms {
-    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
+    map: Mutex<HashMap<String, Arc<RoomCell>>>,
 }
 
 impl Rooms {
-    /// The room, created on first use.
-    pub fn get_or_create(&self, name: &str) -> Arc<Mutex<Room>> {
-        let mut rooms = lock(&self.rooms);
-        rooms.entry(name.to_owned()).or_default().clone()
+    pub fn get(&self, name: &str) -> Option<Arc<RoomCell>> {
+        lock(&self.map).get(name).cloned()
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Mutex<Room>>> {
-        lock(&self.rooms).get(name).cloned()
+    fn get_or_create(&self, name: &str) -> Arc<RoomCell> {
+        lock(&self.map)
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(RoomCell {
+                    name: name.to_owned(),
+                    state: Mutex::new(Room::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether the room is in memory (someone is in it).
+    pub fn is_live(&self, name: &str) -> bool {
+        lock(&self.map).contains_key(name)
     }
 
     /// People online in a room.
     pub fn online(&self, name: &str) -> usize {
-        self.get(name).map_or(0, |room| lock(&room).members.len())
+        self.get(name).map_or(0, |room| lock(&room.state).online())
     }
-}
 
-/// Locks a mutex, recovering from poisoning: room state stays consistent between
-/// statements, so a panicked handler must not take the whole room down with it.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Rooms with people in them but no message yet, by name, with who is online.
+    pub fn without_messages(&self) -> Vec<(String, usize)> {
+        let cells: Vec<Arc<RoomCell>> = lock(&self.map).values().cloned().collect();
+        let mut rooms: Vec<(String, usize)> = cells
+            .iter()
+            .filter_map(|cell| {
+                let room = lock(&cell.state);
+                (!room.has_messages && room.online() > 0).then(|| (cell.name.clone(), room.online()))
+            })
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// Runs `f` on a room's state if the room is live.
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&mut Room) -> R) -> Option<R> {
+        let cell = self.get(name)?;
+        let mut room = lock(&cell.state);
+        Some(f(&mut room))
+    }
+
+    /// Adds a connection to a room under its speaker's name and tells the others.
+    pub fn join(
+        self: &Arc<Self>,
+        peer: &Peer,
+        speaker: &Speaker,
+        name: &str,
+        resume: bool,
+        max_rooms: usize,
+        has_messages: bool,
+    ) -> Result<Joined, JoinRefusal> {
+        let mut membership = peer.conn.membership();
+        if membership.closed {
+            return Err(JoinRefusal::Closed);
+        }
+        let already = membership.rooms.iter().any(|r| r == name);
+        if !already && membership.rooms.len() >= max_rooms {
+            return Err(JoinRefusal::TooManyRooms(max_rooms));
+        }
+        let cell = self.get_or_create(name);
+        let mut room = lock(&cell.state);
+        room.has_messages |= has_messages;
+        let newly = !already;
+        if newly {
+            let member = Member {
+                peer: peer.clone(),
+                typing: TypingRelay::default(),
+            };
+            match room.person(&speaker.key) {
+                Some(index) => {
+                    // Another connection of someone here, or someone back within their
+                    // grace: nobody is told.
+                    let person = &mut room.people[index];
+                    person.departing = None;
+                    person.name = speaker.name.clone();
+                    person.members.push(member);
+                }
+                None => {
+                    room.people.push(Person {
+                        key: speaker.key.clone(),
+                        name: speaker.name.clone(),
+                        members: vec![member],
+                        departing: None,
+                    });
+                    if room.announce(name, &speaker.name, true, !resume, Some(peer.sid())) {
+                        self.schedule_presence(&cell);
+                    }
+                }
+            }
+            membership.rooms.push(name.to_owned());
+        }
+        Ok(Joined {
+            members: room.member_names(),
+            online: room.online(),
+        })
+    }
+
+    /// Takes a connection out of a room; false if it was not there.
+    pub fn leave(self: &Arc<Self>, peer: &Peer, name: &str, how: Departure) -> bool {
+        {
+            let mut membership = peer.conn.membership();
+            let before = membership.rooms.len();
+            membership.rooms.retain(|r| r != name);
+            if membership.rooms.len() == before {
+                return false;
+            }
+        }
+        self.remove_member(peer.sid(), name, how);
+        true
+    }
+
+    /// Takes a closing connection out of every room; from then on it can join none and
+    /// take no name. Returns the name it had, for the caller to give back.
+    pub fn leave_all(self: &Arc<Self>, peer: &Peer, how: Departure) -> Option<Speaker> {
+        let (rooms, speaker) = {
+            let mut membership = peer.conn.membership();
+            membership.closed = true;
+            (
+                std::mem::take(&mut membership.rooms),
+                membership.speaker.take(),
+            )
+        };
+        for name in rooms {
+            self.remove_member(peer.sid(), &name, how);
+        }
+        speaker
+    }
+
+    fn remove_member(self: &Arc<Self>, sid: Sid, name: &str, how: Departure) {
+        let Some(cell) = self.get(name) else { return };
+        let mut room = lock(&cell.state);
+        let Some(index) = room
+            .people
+            .iter()
+            .position(|p| p.members.iter().any(|m| m.peer.sid() == sid))
+        else {
+            return;
+        };
+        let person = &mut room.people[index];
+        let at = person.members.iter().position(|m| m.peer.sid() == sid).unwrap_or(0);
+        let member = person.members.remove(at);
+        let person_name = person.name.clone();
+        let key = person.key.clone();
+        let last = person.members.is_empty();
+        if member.typing.shown() {
+            let notice = TypingNotice {
+                room: name.to_owned(),
+                name: person_name.clone(),
+                typing: false,
+            };
+            room.send_all(None, event::TYPING, &notice);
+        }
+        if !last {
+            return;
+        }
+        match how {
+            Departure::Leave => {
+                room.people.remove(index);
+                if room.announce(name, &person_name, false, true, None) {
+                    self.schedule_presence(&cell);
+                }
+            }
+            Departure::Dropped => {
+                room.departures += 1;
+                let departure = room.departures;
+                room.people[index].departing = Some(departure);
+                let (rooms, cell) = (self.clone(), cell.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(DEPARTURE_GRACE_MS)).await;
+                    rooms.end_grace(&cell, &key, departure);
+                });
+            }
+        }
+        let empty = room.people.is_empty();
+        drop(room);
+        if empty {
+            self.forget_if_empty(&cell);
+        }
+    }
+
+    /// A departure's grace ran out: if they did not come back, they left.
+    fn end_grace(self: &Arc<Self>, cell: &Arc<RoomCell>, key: &str, departure: u64) {
+        let mut room = lock(&cell.state);
+        let Some(index) = room.person(key) else { return };
+        if room.people[index].departing != Some(departure) || !room.people[index].members.is_empty() {
+            return;
+        }
+        let person = room.people.remove(index);
+        if room.announce(&cell.name, &person.name, false, true, None) {
+            self.schedule_presence(cell);
+        }
+        let empty = room.people.is_empty();
+        drop(room);
+        if empty {
+            self.forget_if_empty(cell);
+        }
+    }
+
+    fn forget_if_empty(&self, cell: &Arc<RoomCell>) {
+        let mut map = lock(&self.map);
+        let empty = lock(&cell.state).people.is_empty();
+        if empty && map.get(&cell.name).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            map.remove(&cell.name);
+        }
+    }
+
+    fn schedule_presence(self: &Arc<Self>, cell: &Arc<RoomCell>) {
+        let cell = cell.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(PRESENCE_BATCH_MS)).await;
+            let mut room = lock(&cell.state);
+            let pending = std::mem::take(&mut room.pending);
+            let mut notice = PresenceNotice {
+                room: cell.name.clone(),
+                joined: Vec::new(),
+                returned: Vec::new(),
+                left: pending.left,
+                online: room.online(),
+                ts: now_ms(),
+            };
+            for (name, announce) in pending.arrived {
+                if announce {
+                    notice.joined.push(name);
+                } else {
+                    notice.returned.push(name);
+                }
+            }
+            if let Some(json) = shared_json(&notice) {
+                room.send_shared(None, event::PRESENCE, &json, |p| {
+                    p.conn.protocol >= PROTOCOL_VERSION
+                });
+            }
+        });
+    }
+
+    /// The typist sent a message: their indicator ends at once.
+    pub fn end_typing(&self, name: &str, peer: &Peer) {
+        let Some(cell) = self.get(name) else { return };
+        let mut room = lock(&cell.state);
+        let Some(person_name) = room.name_of(peer.sid()) else { return };
+        let ended = room
+            .member_mut(peer.sid())
+            .is_some_and(|m| m.typing.end_for_message(Instant::now()));
+        if ended {
+            let notice = TypingNotice {
+                room: name.to_owned(),
+                name: person_name,
+                typing: false,
+            };
+            room.send_all(Some(peer.sid()), event::TYPING, &notice);
+        }
+    }
+
+    /// The client reported whether it is typing; false if it is not in the room.
+    pub fn typing(self: &Arc<Self>, name: &str, peer: &Peer, typing: bool) -> bool {
+        let Some(cell) = self.get(name) else {
+            return false;
+        };
+        let generation = {
+            let mut room = lock(&cell.state);
+            let Some(member) = room.member_mut(peer.sid()) else {
+                return false;
+            };
+            member.typing.report(typing)
+        };
+        self.relay_typing(&cell, peer.sid(), false);
+        if typing {
+            let (rooms, cell, sid) = (self.clone(), cell.clone(), peer.sid());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(TYPING_TTL_MS)).await;
+                let expired = {
+                    let mut room = lock(&cell.state);
+                    room.member_mut(sid).is_some_and(|m| m.typing.expire(generation))
+                };
+                if expired {
+                    rooms.relay_typing(&cell, sid, false);
+                }
+            });
+        }
+        true
+    }
+
+    fn relay_typing(self: &Arc<Self>, cell: &Arc<RoomCell>, sid: Sid, deferred: bool) {
+        let now = Instant::now();
+        let mut room = lock(&cell.state);
+        let Some(name) = room.name_of(sid) else { return };
+        let Some(member) = room.member_mut(sid) else { return };
+        let decision = if deferred {
+            member.typing.retry(now)
+        } else {
+            member.typing.next(now)
+        };
+        match decision {
+            Relay::Nothing => {}
+            Relay::Now(typing) => {
+                let notice = TypingNotice {
+                    room: cell.name.clone(),
+                    name,
+                    typing,
+                };
+                room.send_all(Some(sid), event::TYPING, &notice);
+            }
+            Relay::At(at) => {
+                let (rooms, cell) = (self.clone(), cell.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    rooms.relay_typing(&cell, sid, true);
+                });
+            }
+        }
+    }
 }

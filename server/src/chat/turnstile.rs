@@ -11,19 +11,19 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::rooms::lock;
+use crate::lock;
 
 #[derive(Default)]
 pub struct Turnstile {
     next_ticket: AtomicU64,
-    line: Mutex<Line>,
+    line: Mutex<Queue>,
 }
 
 /// Who is being served, and a wake-up for each ticket waiting its turn: only the next
 /// ticket is woken, so a client with many requests in flight costs one wake-up per
 /// request, not one per waiting request.
 #[derive(Default)]
-struct Line {
+struct Queue {
     now_serving: u64,
     waiting: HashMap<u64, oneshot::Sender<()>>,
 }

@@ -1,96 +1,57 @@
-//! The embedded default: SQLite in WAL mode.
+//! The embedded default: SQLite in WAL mode, one server per database file.
+//!
+//! Writes of changes go through the appender thread (`appender.rs`, which explains the
+//! journal); everything else (reads, name holds) through a small sqlx pool. The two
+//! paths share no connection, so readers looping on history cannot hold up a send: a
+//! send never waits for the pool. Reads see the journal and `messages` together and
+//! merge them by id, keeping each message's highest `rev` (see `read_merged`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+mod appender;
+mod lock;
+mod scratch;
+
+use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use app::protocol::Message;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use super::{Appended, Storage, StorageError, StorageFuture, StoredRoom};
-
-mod writer;
-
-use writer::JournalWriter;
+use super::{
+    fit, Applied, CatchUp, Change, Found, NameRecord, Owner, Page, ReadLimit, RoomCursor, Storage,
+    StorageError, StorageFuture, StoredMessage, StoredReactions, StoredRoom,
+};
+use appender::Appender;
+use lock::DatabaseLock;
+use scratch::ScratchFile;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The columns a message version has, in `messages` and in the journal alike, in the
+/// order `appender::stored_message` and [`decode`] read them.
+pub(crate) const MESSAGE_COLUMNS: &str = "room, id, rev, author, owner, text, ts, client_id, \
+     edited_ts, edits, deleted, reply_to, reactions";
+
 pub struct SqliteStorage {
-    /// Reads, and the rare writes other than messages (rooms).
+    /// Reads, and the rare writes other than changes (name holds).
     pool: SqlitePool,
-    /// Appends go to a thread of their own; see `writer.rs`.
-    journal: JournalWriter,
+    appender: Appender,
+    _lock: Option<DatabaseLock>,
     /// For `sqlite::memory:`: the private file standing in for it, removed on drop.
     _scratch: Option<ScratchFile>,
 }
 
-/// A database file that lives as long as the storage: what `sqlite::memory:` opens. The
-/// writer thread and the readers need one database between them, and every connection
-/// to an in-memory database is a database of its own.
-struct ScratchFile(PathBuf);
-
-const SCRATCH_PREFIX: &str = "banter-memory-";
-
-impl ScratchFile {
-    fn new() -> Result<Self, StorageError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        if NEXT.load(Ordering::Relaxed) == 0 {
-            remove_orphaned_scratch_files();
-        }
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|e| StorageError::File(e.into()))?;
-        let dir = std::env::temp_dir().join(format!(
-            "{SCRATCH_PREFIX}{}-{}-{:016x}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            u64::from_le_bytes(nonce)
-        ));
-        std::fs::create_dir(&dir).map_err(StorageError::File)?;
-        Ok(Self(dir))
-    }
-
-    fn database(&self) -> PathBuf {
-        self.0.join("banter.db")
-    }
-}
-
-/// A process that ends without dropping its storage (a test binary, a killed server)
-/// leaves its scratch files behind: remove those whose process is gone. Only where
-/// `/proc` tells which processes live.
-fn remove_orphaned_scratch_files() {
-    let proc = std::path::Path::new("/proc");
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    if !proc.join("self").exists() {
-        return;
-    }
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(SCRATCH_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if !proc.join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl SqliteStorage {
+    /// Opens (creating and migrating) the database at `url`, for this process alone.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_as(url, &format!("pid {}", std::process::id())).await
+    }
+
+    /// Like [`SqliteStorage::open`]; `holder` says who this process is (pid, address) to
+    /// a second one that finds the database taken.
+    pub async fn open_as(url: &str, holder: &str) -> Result<Self, StorageError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let scratch = if in_memory {
             Some(ScratchFile::new()?)
@@ -109,10 +70,23 @@ impl SqliteStorage {
         .busy_timeout(std::time::Duration::from_secs(5))
         // 16 MiB of page cache per connection (the default is 2 MiB), so the indexes'
         // hot pages of a big database stay in memory.
-        .pragma("cache_size", "-16384");
+        .pragma("cache_size", "-16384")
+        // The text of deleted messages is overwritten, not left in free pages.
+        .pragma("secure_delete", "ON");
         let main = options.get_filename().to_owned();
-        writer::prepare_journal(&main)?;
-        let journal_file = writer::journal_path(&main).to_string_lossy().into_owned();
+        // Before anything touches the files: a second server must not even migrate.
+        let lock = if scratch.is_none() {
+            if let Some(dir) = main.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(StorageError::File)?;
+            }
+            Some(DatabaseLock::acquire(&main, holder)?)
+        } else {
+            None
+        };
+        appender::prepare_journal(&main)?;
+        let journal_file = appender::journal_path(&main)
+            .to_string_lossy()
+            .into_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_connect(move |connection, _| {
@@ -128,476 +102,651 @@ impl SqliteStorage {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        let journal = JournalWriter::start(&main)?;
+        let appender = Appender::start(&main)?;
         Ok(Self {
             pool,
-            journal,
+            appender,
+            _lock: lock,
             _scratch: scratch,
         })
     }
 }
 
-fn to_message(row: &sqlx::sqlite::SqliteRow) -> Result<Message, StorageError> {
-    let id: i64 = row.try_get("id")?;
-    Ok(Message {
-        id: u64::try_from(id).map_err(|_| StorageError::OutOfRange(format!("message id {id}")))?,
-        room: row.try_get("room")?,
-        author: row.try_get("author")?,
-        text: row.try_get("text")?,
-        ts: row.try_get("ts")?,
-        client_id: row.try_get("client_id")?,
-        ..Message::default()
-    })
-}
-
-fn to_i64(id: u64) -> i64 {
+pub(crate) fn to_i64(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
-/// Newest first or oldest first.
-#[derive(Clone, Copy)]
-enum Direction {
-    After,
-    Before,
+pub(crate) fn from_i64(id: i64) -> Result<u64, StorageError> {
+    u64::try_from(id).map_err(|_| StorageError::OutOfRange(format!("number {id}")))
+}
+
+/// A message version from a row of [`MESSAGE_COLUMNS`].
+fn decode(row: &SqliteRow) -> Result<StoredMessage, StorageError> {
+    let reactions: Option<String> = row.try_get("reactions")?;
+    Ok(StoredMessage {
+        room: row.try_get("room")?,
+        id: from_i64(row.try_get("id")?)?,
+        rev: from_i64(row.try_get("rev")?)?,
+        author: row.try_get("author")?,
+        owner: Owner(row.try_get("owner")?),
+        text: row.try_get("text")?,
+        ts: row.try_get("ts")?,
+        client_id: row.try_get("client_id")?,
+        edited_ts: row.try_get("edited_ts")?,
+        edits: row.try_get("edits")?,
+        deleted: row.try_get("deleted")?,
+        reply_to: row
+            .try_get::<Option<i64>, _>("reply_to")?
+            .map(from_i64)
+            .transpose()?,
+        reactions: StoredReactions::parse(reactions.as_deref())?,
+    })
+}
+
+/// Messages by id, each in its highest version seen.
+#[derive(Default)]
+struct Merged(BTreeMap<u64, StoredMessage>);
+
+impl Merged {
+    fn add(&mut self, message: StoredMessage) {
+        match self.0.get(&message.id) {
+            Some(known) if known.rev >= message.rev => {}
+            _ => {
+                self.0.insert(message.id, message);
+            }
+        }
+    }
+}
+
+/// Runs `journal` then `messages` (each binding ?1 = room, ?2, ?3) in one read
+/// transaction and merges the rows by id. That order never misses a row that moves in
+/// between (see `appender.rs`); a message seen in both keeps its higher version.
+async fn read_merged(
+    tx: &mut Transaction<'_, Sqlite>,
+    journal: &str,
+    messages: &str,
+    room: &str,
+    a: i64,
+    b: i64,
+) -> Result<Merged, StorageError> {
+    let mut merged = Merged::default();
+    for query in [journal, messages] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(room)
+            .bind(a)
+            .bind(b)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            merged.add(decode(row)?);
+        }
+    }
+    Ok(merged)
+}
+
+/// The latest versions of the messages named by (room, id).
+async fn load_many(
+    tx: &mut Transaction<'_, Sqlite>,
+    keys: impl Iterator<Item = (&str, u64)>,
+) -> Result<std::collections::HashMap<(String, u64), StoredMessage>, StorageError> {
+    let keys: Vec<(&str, u64)> = keys.collect();
+    let mut latest: std::collections::HashMap<(String, u64), StoredMessage> = Default::default();
+    if keys.is_empty() {
+        return Ok(latest);
+    }
+    let json = serde_json::to_string(&keys).unwrap_or_default();
+    for table in ["recent.message_journal", "main.messages"] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM {table}
+             WHERE (room, id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        )))
+        .bind(&json)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            let message = decode(row)?;
+            let key = (message.room.clone(), message.id);
+            match latest.get(&key) {
+                Some(known) if known.rev >= message.rev => {}
+                _ => {
+                    latest.insert(key, message);
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+fn journal_query(filter: &str) -> String {
+    format!("SELECT {MESSAGE_COLUMNS} FROM recent.message_journal WHERE room = ?1 AND {filter}")
+}
+
+fn messages_query(filter_order_limit: &str) -> String {
+    format!("SELECT {MESSAGE_COLUMNS} FROM main.messages WHERE room = ?1 AND {filter_order_limit}")
 }
 
 impl SqliteStorage {
-    /// Runs the journal's query, then the same over `messages`, in one read transaction.
-    /// That order never misses a row that moves in between (see writer.rs); a row seen in
-    /// both is the same row.
-    async fn read_both(
+    /// The wire form of `messages`, with reply previews of their originals as they are.
+    async fn public(
         &self,
-        journal_query: &'static str,
-        messages_query: &'static str,
+        tx: &mut Transaction<'_, Sqlite>,
         room: &str,
-        bound: i64,
-        limit: u32,
+        messages: Vec<StoredMessage>,
     ) -> Result<Vec<Message>, StorageError> {
-        let mut tx = self.pool.begin().await?;
-        let mut rows = Vec::new();
-        for query in [journal_query, messages_query] {
-            rows.extend(
-                sqlx::query(query)
+        let wanted: Vec<u64> = messages.iter().filter_map(|m| m.reply_to).collect();
+        let mut originals = Merged::default();
+        if !wanted.is_empty() {
+            let ids = serde_json::to_string(&wanted).unwrap_or_default();
+            for query in [
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM recent.message_journal
+                     WHERE room = ?1 AND id IN (SELECT value FROM json_each(?2))"
+                ),
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM main.messages
+                     WHERE room = ?1 AND id IN (SELECT value FROM json_each(?2))"
+                ),
+            ] {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(query))
                     .bind(room)
-                    .bind(bound)
-                    .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+                    .bind(&ids)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                for row in &rows {
+                    originals.add(decode(row)?);
+                }
+            }
         }
-        tx.commit().await?;
-        rows.iter().map(to_message).collect()
+        Ok(messages
+            .into_iter()
+            .map(|message| {
+                let mut public = message.public();
+                public.reply_to = message
+                    .reply_to
+                    .and_then(|id| originals.0.get(&id))
+                    .map(appender::preview);
+                public
+            })
+            .collect())
     }
 
-    /// Up to `limit` messages past `bound` in `direction`, oldest first.
-    async fn page(
+    /// Up to `limit` messages with ids above `after`, oldest first, and whether more exist.
+    async fn after_in(
         &self,
+        tx: &mut Transaction<'_, Sqlite>,
         room: &str,
-        bound: u64,
+        after: u64,
         limit: u32,
-        direction: Direction,
-    ) -> Result<Vec<Message>, StorageError> {
-        let rows = match direction {
-            Direction::After => {
-                self.read_both(
-                    "SELECT id, room, author, text, ts, client_id FROM recent.message_journal
-                     WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                    "SELECT id, room, author, text, ts, client_id FROM messages
-                     WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                    room,
-                    to_i64(bound),
-                    limit,
-                )
-                .await?
-            }
-            Direction::Before => {
-                self.read_both(
-                    "SELECT id, room, author, text, ts, client_id FROM recent.message_journal
-                     WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                    "SELECT id, room, author, text, ts, client_id FROM messages
-                     WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                    room,
-                    to_i64(bound),
-                    limit,
-                )
-                .await?
-            }
-        };
-        let by_id: BTreeMap<u64, Message> = rows.into_iter().map(|m| (m.id, m)).collect();
-        let limit = limit as usize;
-        Ok(match direction {
-            Direction::After => by_id.into_values().take(limit).collect(),
-            Direction::Before => {
-                let skip = by_id.len().saturating_sub(limit);
-                by_id.into_values().skip(skip).collect()
-            }
+    ) -> Result<(Vec<StoredMessage>, bool), StorageError> {
+        let merged = read_merged(
+            tx,
+            &journal_query("id > ?2 AND ?3 >= 0"),
+            &messages_query("id > ?2 ORDER BY id LIMIT ?3"),
+            room,
+            to_i64(after),
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let mut messages: Vec<StoredMessage> = merged.0.into_values().collect();
+        let more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        Ok((messages, more))
+    }
+
+    /// Up to `limit` messages with ids below `before` (the newest of them), oldest first,
+    /// and whether older ones exist.
+    async fn before_in(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        room: &str,
+        before: u64,
+        limit: u32,
+    ) -> Result<(Vec<StoredMessage>, bool), StorageError> {
+        let merged = read_merged(
+            tx,
+            &journal_query("id < ?2 AND ?3 >= 0"),
+            &messages_query("id < ?2 ORDER BY id DESC LIMIT ?3"),
+            room,
+            to_i64(before),
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let mut messages: Vec<StoredMessage> = merged.0.into_values().collect();
+        let more = messages.len() > limit as usize;
+        let skip = messages.len().saturating_sub(limit as usize);
+        messages.drain(..skip);
+        Ok((messages, more))
+    }
+
+    /// Messages whose latest version is numbered above `seq` (and, with `up_to`, whose id
+    /// is at most that), by `rev`; at most `limit` and whether more exist.
+    async fn changed_in(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        room: &str,
+        seq: u64,
+        up_to: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<StoredMessage>, bool), StorageError> {
+        // The `messages` query may return versions the journal has replaced; any message
+        // in the first `limit` by final `rev` is among the first `limit + 1` rows of
+        // either query or makes the result overflow, which the caller treats as "more".
+        let merged = read_merged(
+            tx,
+            &journal_query("rev > ?2 AND id <= ?3"),
+            &messages_query(&format!(
+                "rev > ?2 AND id <= ?3 ORDER BY rev LIMIT {}",
+                u64::from(limit) + 1
+            )),
+            room,
+            to_i64(seq),
+            to_i64(up_to.unwrap_or(u64::MAX >> 1)),
+        )
+        .await?;
+        let mut messages: Vec<StoredMessage> = merged
+            .0
+            .into_values()
+            .filter(|m| m.rev > seq)
+            .collect();
+        messages.sort_by_key(|m| m.rev);
+        let more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        Ok((messages, more))
+    }
+
+    async fn newest_in(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        room: &str,
+    ) -> Result<StoredRoom, StorageError> {
+        let (newest, _) = self.before_in(tx, room, u64::MAX >> 1, 1).await?;
+        Ok(StoredRoom {
+            name: room.to_owned(),
+            last_id: newest.first().map_or(0, |m| m.id),
+            last_ts: newest.first().map(|m| m.ts),
         })
     }
 }
 
 impl Storage for SqliteStorage {
-    fn last_id<'a>(&'a self, room: &'a str) -> StorageFuture<'a, u64> {
-        Box::pin(async move {
-            // Ids are given out from this: a row missed while it moves would make an id
-            // be given twice. Hence the journal first, in one transaction (see read_both).
-            let mut tx = self.pool.begin().await?;
-            let mut last = 0;
-            for query in [
-                "SELECT MAX(id) FROM recent.message_journal WHERE room = ?",
-                "SELECT MAX(id) FROM messages WHERE room = ?",
-            ] {
-                let id: Option<i64> = sqlx::query_scalar(query)
-                    .bind(room)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                last = last.max(id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0));
-            }
-            tx.commit().await?;
-            Ok(last)
-        })
+    fn append(&self, changes: Vec<Change>) -> StorageFuture<'_, Vec<Applied>> {
+        Box::pin(self.appender.append(changes))
     }
 
-    fn append<'a>(&'a self, messages: &'a [Message]) -> StorageFuture<'a, Vec<Appended>> {
-        Box::pin(self.journal.append(messages))
-    }
-
-    fn after<'a>(
+    fn catch_up<'a>(
         &'a self,
         room: &'a str,
-        after: u64,
-        limit: u32,
-    ) -> StorageFuture<'a, Vec<Message>> {
-        Box::pin(self.page(room, after, limit, Direction::After))
+        since: u64,
+        limit: ReadLimit,
+    ) -> StorageFuture<'a, CatchUp> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let (history, mut truncated) = self.after_in(&mut tx, room, since, limit.limit).await?;
+            let (updates, mut too_many) =
+                self.changed_in(&mut tx, room, since, Some(since), limit.limit).await?;
+            let mut history = self.public(&mut tx, room, history).await?;
+            let mut updates = self.public(&mut tx, room, updates).await?;
+            tx.commit().await?;
+            truncated |= fit(&mut history, limit.max_bytes, false);
+            // Updates cannot be paged (a later `since` would skip some): too many is a reset.
+            too_many |= fit(&mut updates, limit.max_bytes, false);
+            if too_many {
+                updates.clear();
+            }
+            Ok(CatchUp {
+                history,
+                truncated,
+                updates,
+                too_many_updates: too_many,
+            })
+        })
     }
 
     fn before<'a>(
         &'a self,
         room: &'a str,
         before: u64,
-        limit: u32,
-    ) -> StorageFuture<'a, Vec<Message>> {
-        Box::pin(self.page(room, before, limit, Direction::Before))
-    }
-
-    fn touch_room<'a>(&'a self, room: &'a str, ts: i64) -> StorageFuture<'a, ()> {
+        limit: ReadLimit,
+    ) -> StorageFuture<'a, Page> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO rooms (name, created_ts) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(room)
-            .bind(ts)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            let mut tx = self.pool.begin().await?;
+            let (messages, more) = self.before_in(&mut tx, room, before, limit.limit).await?;
+            let mut messages = self.public(&mut tx, room, messages).await?;
+            tx.commit().await?;
+            let cut = fit(&mut messages, limit.max_bytes, true);
+            Ok(Page {
+                messages,
+                more: more || cut,
+                newer: false,
+            })
         })
     }
 
-    fn rooms(&self) -> StorageFuture<'_, Vec<StoredRoom>> {
+    fn around<'a>(&'a self, room: &'a str, id: u64, limit: ReadLimit) -> StorageFuture<'a, Page> {
+        Box::pin(async move {
+            let older_wanted = limit.limit / 2;
+            let mut tx = self.pool.begin().await?;
+            let (older, more) = self.before_in(&mut tx, room, id, older_wanted).await?;
+            let newer_wanted = limit.limit.saturating_sub(older.len() as u32).max(1);
+            let (newer, newer_more) = self
+                .after_in(&mut tx, room, id.saturating_sub(1), newer_wanted)
+                .await?;
+            let mut older = self.public(&mut tx, room, older).await?;
+            let mut newer = self.public(&mut tx, room, newer).await?;
+            tx.commit().await?;
+            let half = limit.max_bytes / 2;
+            let older_cut = !older.is_empty() && fit(&mut older, half, true);
+            let newer_cut = fit(&mut newer, half, false);
+            older.extend(newer);
+            Ok(Page {
+                messages: older,
+                more: more || older_cut,
+                newer: newer_more || newer_cut,
+            })
+        })
+    }
+
+    fn changes_since<'a>(
+        &'a self,
+        room: &'a str,
+        seq: u64,
+        limit: u32,
+    ) -> StorageFuture<'a, Vec<Message>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            // Journal first (see read_both). A room's journal rows are newer than its
-            // rows in `messages`, so its newest journal row, if any, is its newest message.
-            let recent = sqlx::query(
+            let (changed, _) = self.changed_in(&mut tx, room, seq, None, limit).await?;
+            let changed = self.public(&mut tx, room, changed).await?;
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    fn last_seq<'a>(&'a self, room: &'a str) -> StorageFuture<'a, u64> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let mut last = 0;
+            for query in [
+                "SELECT MAX(rev) FROM recent.message_journal WHERE room = ?1",
+                "SELECT MAX(last_seq) FROM main.rooms WHERE name = ?1",
+                "SELECT MAX(rev) FROM main.messages WHERE room = ?1",
+            ] {
+                let found: Option<i64> = sqlx::query_scalar(query)
+                    .bind(room)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                last = last.max(found.map(from_i64).transpose()?.unwrap_or(0));
+            }
+            tx.commit().await?;
+            Ok(last)
+        })
+    }
+
+    fn rooms<'a>(
+        &'a self,
+        cursor: Option<&'a RoomCursor>,
+        limit: u32,
+    ) -> StorageFuture<'a, Vec<StoredRoom>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            // Journal first (see read_merged). A room's newest journal message is newer
+            // than anything of it in `rooms`, so it replaces that.
+            // With one MAX(), SQLite takes `ts` from the row holding the maximum.
+            let journal = sqlx::query(
                 "SELECT room, MAX(id) AS last_id, ts AS last_ts FROM recent.message_journal
                  GROUP BY room",
             )
             .fetch_all(&mut *tx)
             .await?;
-            let rooms = sqlx::query(
-                "SELECT r.name AS name, m.id AS last_id, m.ts AS last_ts
-                 FROM rooms r
-                 LEFT JOIN messages m
-                   ON m.room = r.name
-                  AND m.id = (SELECT MAX(id) FROM messages WHERE room = r.name)
-                 ORDER BY r.name",
+            let mut newest: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+            for row in &journal {
+                newest.insert(
+                    row.try_get("room")?,
+                    (from_i64(row.try_get("last_id")?)?, row.try_get("last_ts")?),
+                );
+            }
+            // Rooms in the journal may sit anywhere in `rooms`: read enough past the page
+            // that the page is right after they move up.
+            let wanted = i64::from(limit) + newest.len() as i64;
+            let (ts, name) = cursor.map_or((i64::MAX, String::new()), |c| {
+                (c.last_ts, c.name.clone())
+            });
+            let stored = sqlx::query(
+                "SELECT name, last_id, last_ts FROM main.rooms
+                 WHERE last_ts < ?1 OR (last_ts = ?1 AND name < ?2) OR ?3
+                 ORDER BY last_ts DESC, name DESC LIMIT ?4",
             )
+            .bind(ts)
+            .bind(&name)
+            .bind(cursor.is_none())
+            .bind(wanted)
             .fetch_all(&mut *tx)
             .await?;
-            tx.commit().await?;
-
-            let last = |row: &sqlx::sqlite::SqliteRow| -> Result<(u64, Option<i64>), StorageError> {
-                let id: Option<i64> = row.try_get("last_id")?;
-                let id = id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0);
-                Ok((id, row.try_get("last_ts")?))
-            };
-            let mut newest: HashMap<String, (u64, Option<i64>)> = HashMap::new();
-            for row in &recent {
-                newest.insert(row.try_get("room")?, last(row)?);
+            let mut rooms: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+            for row in &stored {
+                let last_ts: Option<i64> = row.try_get("last_ts")?;
+                rooms.insert(
+                    row.try_get("name")?,
+                    (from_i64(row.try_get("last_id")?)?, last_ts.unwrap_or(0)),
+                );
             }
-            rooms
+            for (room, (id, ts)) in newest {
+                if !rooms.contains_key(&room) {
+                    // Its journal rows may be changes to old messages: compare with what
+                    // `rooms` holds of it.
+                    let known = sqlx::query("SELECT last_id, last_ts FROM main.rooms WHERE name = ?1")
+                        .bind(&room)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(row) = known {
+                        let last_ts: Option<i64> = row.try_get("last_ts")?;
+                        rooms.insert(
+                            room.clone(),
+                            (from_i64(row.try_get("last_id")?)?, last_ts.unwrap_or(0)),
+                        );
+                    }
+                }
+                let entry = rooms.entry(room).or_insert((0, 0));
+                if id > entry.0 {
+                    *entry = (id, ts);
+                }
+            }
+            tx.commit().await?;
+            let mut rooms: Vec<StoredRoom> = rooms
+                .into_iter()
+                .filter(|(room, (_, last_ts))| {
+                    cursor.is_none_or(|c| (*last_ts, room.as_str()) < (c.last_ts, c.name.as_str()))
+                })
+                .map(|(name, (last_id, last_ts))| StoredRoom {
+                    name,
+                    last_id,
+                    last_ts: Some(last_ts),
+                })
+                .collect();
+            rooms.sort_by(|a, b| (b.last_ts, &b.name).cmp(&(a.last_ts, &a.name)));
+            rooms.truncate(limit as usize);
+            Ok(rooms)
+        })
+    }
+
+    fn room_exists<'a>(&'a self, room: &'a str) -> StorageFuture<'a, bool> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let mut found = false;
+            for query in [
+                "SELECT EXISTS (SELECT 1 FROM recent.message_journal WHERE room = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM main.rooms WHERE name = ?1)",
+            ] {
+                let exists: bool = sqlx::query_scalar(query)
+                    .bind(room)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                found |= exists;
+            }
+            tx.commit().await?;
+            Ok(found)
+        })
+    }
+
+    fn activity<'a>(
+        &'a self,
+        room: &'a str,
+        read: u64,
+        mention_key: Option<&'a str>,
+        cap: u32,
+    ) -> StorageFuture<'a, (StoredRoom, u32, u32)> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let newest = self.newest_in(&mut tx, room).await?;
+            let (unread, _) = self.after_in(&mut tx, room, read, cap).await?;
+            tx.commit().await?;
+            let unread: Vec<&StoredMessage> = unread.iter().filter(|m| !m.deleted).collect();
+            let mentions = mention_key.map_or(0, |key| {
+                unread
+                    .iter()
+                    .filter(|m| app::mentions::keys(&m.text).iter().any(|k| k == key))
+                    .count()
+            });
+            Ok((newest, unread.len() as u32, mentions as u32))
+        })
+    }
+
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        room: Option<&'a str>,
+        limit: ReadLimit,
+        cursor: Option<&'a str>,
+    ) -> StorageFuture<'a, Found> {
+        Box::pin(async move {
+            let ReadLimit { limit, max_bytes } = limit;
+            let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+            // Trigrams find words of three characters or more; shorter ones are checked
+            // on the candidates. A query of only short words is searched as one phrase.
+            let mut long: Vec<&str> = words
                 .iter()
+                .map(String::as_str)
+                .filter(|w| w.chars().count() >= 3)
+                .collect();
+            let phrase = query.to_lowercase();
+            if long.is_empty() {
+                long.push(&phrase);
+            }
+            let expression = long
+                .iter()
+                .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let before = match cursor {
+                Some(cursor) => cursor.parse::<i64>().map_err(|_| {
+                    StorageError::OutOfRange(format!("search cursor {cursor:?}"))
+                })?,
+                None => i64::MAX,
+            };
+            // Edited and deleted text may still be indexed until its journal rows move:
+            // candidates are checked against their latest version.
+            let candidates = i64::from(limit) * 2 + 1;
+            let mut tx = self.pool.begin().await?;
+            let hits = sqlx::query(
+                "SELECT rowid, room, id FROM main.messages_fts
+                 WHERE messages_fts MATCH ?1 AND rowid < ?2 AND (?3 IS NULL OR room = ?3)
+                 ORDER BY rowid DESC LIMIT ?4",
+            )
+            .bind(&expression)
+            .bind(before)
+            .bind(room)
+            .bind(candidates)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut keys = Vec::with_capacity(hits.len());
+            for hit in &hits {
+                let row: i64 = hit.try_get("rowid")?;
+                let room: String = hit.try_get("room")?;
+                keys.push((row, room, from_i64(hit.try_get("id")?)?));
+            }
+            let latest = load_many(&mut tx, keys.iter().map(|(_, room, id)| (room.as_str(), *id))).await?;
+            let mut found = Vec::new();
+            let mut bytes = 0;
+            let mut examined = 0;
+            for (_, room, id) in &keys {
+                if found.len() == limit as usize {
+                    break;
+                }
+                let matches = latest.get(&(room.clone(), *id)).filter(|message| {
+                    let text = message.text.to_lowercase();
+                    !message.deleted && words.iter().all(|w| text.contains(w.as_str()))
+                });
+                if let Some(message) = matches {
+                    let public = self.public(&mut tx, room, vec![message.clone()]).await?;
+                    let size: usize = public.iter().map(super::json_size).sum();
+                    if !found.is_empty() && bytes + size > max_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    found.extend(public);
+                }
+                examined += 1;
+            }
+            tx.commit().await?;
+            // More may follow when candidates were left unexamined or the page was full.
+            let more = examined < keys.len() || keys.len() == candidates as usize;
+            let next = more
+                .then(|| keys.get(examined.saturating_sub(1)).map(|(row, _, _)| row.to_string()))
+                .flatten();
+            Ok(Found {
+                messages: found,
+                next,
+            })
+        })
+    }
+
+    fn load_names(&self, since_ms: i64) -> StorageFuture<'_, Vec<NameRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT key, name, owner, last_seen FROM names WHERE last_seen >= ?1",
+            )
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
                 .map(|row| {
-                    let name: String = row.try_get("name")?;
-                    let moved = last(row)?;
-                    let (last_id, last_ts) = match newest.get(&name) {
-                        Some(journal) if journal.0 > moved.0 => *journal,
-                        _ => moved,
-                    };
-                    Ok(StoredRoom {
-                        name,
-                        last_id,
-                        last_ts,
+                    Ok(NameRecord {
+                        key: row.try_get("key")?,
+                        name: row.try_get("name")?,
+                        owner: row.try_get("owner")?,
+                        last_seen: row.try_get("last_seen")?,
                     })
                 })
                 .collect()
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(room: &str, id: u64, author: &str, client_id: &str) -> Message {
-        Message {
-            id,
-            room: room.into(),
-            author: author.into(),
-            text: format!("text of {client_id}"),
-            ts: 1_700_000_000_000 + id as i64,
-            client_id: client_id.into(),
-            ..Message::default()
-        }
-    }
-
-    async fn file_storage(name: &str) -> (SqliteStorage, std::path::PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("banter-storage-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("test.db").display());
-        (SqliteStorage::open(&url).await.unwrap(), dir)
-    }
-
-    #[tokio::test]
-    async fn a_big_batch_over_many_rooms_is_stored_in_order() {
-        let (storage, dir) = file_storage("big").await;
-        // 301 rows, three rooms interleaved.
-        let batch: Vec<Message> = (0..301u64)
-            .map(|n| {
-                message(
-                    &format!("room{}", n % 3),
-                    n / 3 + 1,
-                    "ann",
-                    &format!("c{n}"),
+    fn save_names(&self, names: Vec<NameRecord>) -> StorageFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            for name in &names {
+                sqlx::query(
+                    "INSERT INTO names (key, name, owner, last_seen) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE SET
+                         name = excluded.name, owner = excluded.owner,
+                         last_seen = MAX(last_seen, excluded.last_seen)
+                     WHERE names.owner = excluded.owner OR excluded.last_seen > names.last_seen",
                 )
-            })
-            .collect();
-        let results = storage.append(&batch).await.unwrap();
-        assert!(results.iter().all(|r| *r == Appended::Stored));
-        for room in 0..3u64 {
-            let name = format!("room{room}");
-            let stored = storage.after(&name, 0, 1_000).await.unwrap();
-            let expected: Vec<Message> = batch.iter().filter(|m| m.room == name).cloned().collect();
-            assert_eq!(stored, expected);
-            assert_eq!(storage.last_id(&name).await.unwrap(), expected.len() as u64);
-        }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn resends_get_the_original_within_and_across_batches() {
-        let (storage, dir) = file_storage("dup").await;
-        let first = vec![message("r", 1, "Ann", "a"), message("r", 2, "Bob", "a")];
-        assert_eq!(
-            storage.append(&first).await.unwrap(),
-            vec![Appended::Stored, Appended::Stored]
-        );
-        // The same client_id from the same author (names compare case-insensitively),
-        // in a later batch and twice within one batch next to a new message.
-        let second = vec![
-            message("r", 3, "ann", "a"),
-            message("r", 4, "Cid", "z"),
-            message("r", 5, "Cid", "z"),
-            message("other", 1, "Ann", "a"),
-        ];
-        let results = storage.append(&second).await.unwrap();
-        assert_eq!(results[0], Appended::Duplicate(first[0].clone()));
-        assert_eq!(results[1], Appended::Stored);
-        assert_eq!(results[2], Appended::Duplicate(second[1].clone()));
-        // Another room is another conversation: not a resend.
-        assert_eq!(results[3], Appended::Stored);
-        let ids: Vec<u64> = storage
-            .after("r", 0, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, vec![1, 2, 4]);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    async fn journal_rows(storage: &SqliteStorage) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM recent.message_journal")
-            .fetch_one(&storage.pool)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn reads_and_resends_see_both_the_journal_and_moved_rows() {
-        let (storage, dir) = file_storage("both").await;
-        storage.touch_room("r", 1).await.unwrap();
-        let older: Vec<Message> = (1..=5)
-            .map(|id| message("r", id, "Ann", &format!("c{id}")))
-            .collect();
-        storage.append(&older).await.unwrap();
-        // A pause moves the journal into `messages`.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while journal_rows(&storage).await > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the journal was never moved"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let newer: Vec<Message> = (6..=8)
-            .map(|id| message("r", id, "Ann", &format!("c{id}")))
-            .collect();
-        storage.append(&newer).await.unwrap();
-        assert_eq!(journal_rows(&storage).await, 3);
-
-        let all: Vec<Message> = older.iter().chain(&newer).cloned().collect();
-        assert_eq!(storage.after("r", 0, 100).await.unwrap(), all);
-        assert_eq!(storage.after("r", 4, 2).await.unwrap(), all[4..6].to_vec());
-        assert_eq!(storage.before("r", 9, 100).await.unwrap(), all);
-        assert_eq!(storage.before("r", 8, 3).await.unwrap(), all[4..7].to_vec());
-        assert_eq!(storage.last_id("r").await.unwrap(), 8);
-        let rooms = storage.rooms().await.unwrap();
-        assert_eq!(rooms.len(), 1);
-        assert_eq!((rooms[0].last_id, rooms[0].last_ts), (8, Some(all[7].ts)));
-
-        // Resends of a moved row and of a journal row get the originals back.
-        let resends = vec![message("r", 9, "ANN", "c2"), message("r", 10, "ann", "c7")];
-        assert_eq!(
-            storage.append(&resends).await.unwrap(),
-            vec![
-                Appended::Duplicate(all[1].clone()),
-                Appended::Duplicate(all[6].clone())
-            ]
-        );
-        assert_eq!(storage.last_id("r").await.unwrap(), 8);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn rows_left_in_the_journal_by_a_crash_are_moved_at_start() {
-        let (storage, dir) = file_storage("crash").await;
-        let url = format!("sqlite://{}", dir.join("test.db").display());
-        drop(storage);
-        // What a killed process leaves: journal rows, committed, never moved, and rows
-        // whose move committed but whose delete from the journal never happened.
-        let row = "(room, id, author, author_key, text, ts, client_id)
-                   VALUES ('r', ?1, 'Ann', 'ann', 'left behind', ?1, 'c' || ?1)";
-        let journal = SqlitePool::connect(&format!("{url}.recent")).await.unwrap();
-        let main = SqlitePool::connect(&url).await.unwrap();
-        for id in 1..=3i64 {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO message_journal {row}"
-            )))
-            .bind(id)
-            .execute(&journal)
-            .await
-            .unwrap();
-        }
-        for id in 1..=2i64 {
-            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO messages {row}")))
-                .bind(id)
-                .execute(&main)
-                .await
-                .unwrap();
-        }
-        journal.close().await;
-        main.close().await;
-
-        let storage = SqliteStorage::open(&url).await.unwrap();
-        assert_eq!(journal_rows(&storage).await, 0);
-        let stored = storage.after("r", 0, 10).await.unwrap();
-        assert_eq!(
-            stored.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        // Still known as sent: a resend is not stored again.
-        let resend = vec![message("r", 4, "ann", "c2")];
-        assert_eq!(
-            storage.append(&resend).await.unwrap(),
-            vec![Appended::Duplicate(stored[1].clone())]
-        );
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_never_miss_a_row_while_the_journal_moves() {
-        let (storage, dir) = file_storage("race").await;
-        let storage = std::sync::Arc::new(storage);
-        // Enough rows for several moves (one per 4,096), appended while reads run.
-        const ROWS: u64 = 12_000;
-        let writer = tokio::spawn({
-            let storage = storage.clone();
-            async move {
-                for first in (1..=ROWS).step_by(40) {
-                    let batch: Vec<Message> = (first..first + 40)
-                        .map(|id| message("r", id, "ann", &format!("c{id}")))
-                        .collect();
-                    storage.append(&batch).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
+                .bind(&name.key)
+                .bind(&name.name)
+                .bind(&name.owner)
+                .bind(name.last_seen)
+                .execute(&mut *tx)
+                .await?;
             }
-        });
-        let mut reads = 0;
-        let mut last_seen = 0;
-        while !writer.is_finished() || last_seen < ROWS {
-            let last = storage.last_id("r").await.unwrap();
-            assert!(
-                last >= last_seen,
-                "last_id went back from {last_seen} to {last}"
-            );
-            last_seen = last;
-            // Every read is a gapless run of ids: nothing caught mid-move is missed.
-            let since = last.saturating_sub(200);
-            let page = storage.after("r", since, 5_000).await.unwrap();
-            let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
-            assert!(
-                ids.len() as u64 >= last - since,
-                "missing rows up to {last}"
-            );
-            assert!(
-                ids.windows(2).all(|w| w[1] == w[0] + 1),
-                "a gap after {since}"
-            );
-            assert!(
-                ids.first().is_none_or(|&id| id == since + 1),
-                "rows after {since} start late"
-            );
-            let older = storage.before("r", last + 1, 100).await.unwrap();
-            assert_eq!(older.last().map(|m| m.id), (last > 0).then_some(last));
-            assert_eq!(older.len() as u64, last.min(100));
-            reads += 1;
-        }
-        writer.await.unwrap();
-        println!("{reads} reads while appending");
-        assert_eq!(
-            storage.after("r", 0, 20_000).await.unwrap().len() as u64,
-            ROWS
-        );
-        let _ = std::fs::remove_dir_all(dir);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
-    #[tokio::test]
-    async fn in_memory_storage_is_private_and_removed_on_drop() {
-        let storage = SqliteStorage::open("sqlite::memory:").await.unwrap();
-        let batch = vec![message("r", 1, "ann", "a"), message("r", 2, "ann", "b")];
-        assert_eq!(
-            storage.append(&batch).await.unwrap(),
-            vec![Appended::Stored, Appended::Stored]
-        );
-        assert_eq!(storage.after("r", 0, 10).await.unwrap(), batch);
-        let other = SqliteStorage::open("sqlite::memory:").await.unwrap();
-        assert!(other.after("r", 0, 10).await.unwrap().is_empty());
-        let file = storage._scratch.as_ref().unwrap().0.clone();
-        assert!(file.exists());
-        drop(storage);
-        assert!(!file.exists());
+    fn ping(&self) -> StorageFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
     }
 }

@@ -1,0 +1,602 @@
+//! The handlers behind every event of the wire contract (docs/PROTOCOL.md), one free
+//! async function per event. Each reads its typed request, checks it, and does its work
+//! through the shared state: names (`identities`), rooms, the batcher, storage. Order,
+//! rate limits and answering are `request.rs`'s.
+
+use std::time::Instant;
+
+use app::protocol::{
+    self, event, EditRequest, DeleteRequest, EmptyReply, ErrorCode, HistoryReply, HistoryRequest,
+    JoinReply, JoinRequest, LeaveRequest, ProtocolError, ReactRequest, RoomActivity, RoomInfo,
+    RoomsReply, RoomsRequest, SearchReply, SearchRequest, SendReply, SendRequest, TypingRequest,
+    WatchReply, WatchRequest, CATCH_UP_LIMIT, JOIN_HISTORY, MAX_COUNTED_UNREAD, MAX_HISTORY_PAGE,
+    MAX_REPLY_BYTES, MAX_ROOMS_PAGE, MAX_SEARCH_RESULTS, MAX_WATCHED_ROOMS, ROOMS_PAGE,
+    SEARCH_RESULTS,
+};
+use serde::de::DeserializeOwned;
+use socketioxide::extract::{Event, State, TryData};
+use socketioxide::socket::DisconnectReason;
+use socketioxide::ParserError;
+
+use super::connection::{connection_of, Peer, SocketArc, Speaker};
+use super::identities::ClaimRefusal;
+use super::limits::{retry_after_ms, ClientBudget};
+use super::request::{Cost, Request};
+use super::rooms::{Departure, JoinRefusal};
+use super::{now_ms, unavailable, Chat, ChatState};
+use crate::storage::{Applied, Change, ChangeKind, ChangeRefusal, ReadLimit, RoomCursor};
+
+type Data = TryData<serde_json::Value>;
+
+/// Reads a payload into its request type; any other shape is `bad_request`.
+fn parse<T: DeserializeOwned>(
+    data: Result<serde_json::Value, ParserError>,
+) -> Result<T, ProtocolError> {
+    let value = data.map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::BadRequest,
+            "the request needs a JSON object payload",
+        )
+    })?;
+    protocol::decode_request(value)
+}
+
+fn bad_request(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadRequest, message)
+}
+
+fn not_joined(room: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::NotJoined,
+        format!("You have not joined the room \"{room}\"."),
+    )
+}
+
+/// The speaker of a connection that is in `room`.
+fn member_of(peer: &Peer, room: &str) -> Result<Speaker, ProtocolError> {
+    match peer.conn.speaker() {
+        Some(speaker) if peer.conn.is_in(room) => Ok(speaker),
+        _ => Err(not_joined(room)),
+    }
+}
+
+pub async fn on_join(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::JOIN, Cost::Request, |chat, peer| async move {
+            join(&chat, &peer, data).await
+        })
+        .await;
+}
+
+async fn join(
+    chat: &Chat,
+    peer: &Peer,
+    data: Result<serde_json::Value, ParserError>,
+) -> Result<JoinReply, ProtocolError> {
+    let req: JoinRequest = parse(data)?;
+    let name = protocol::validate_name(&req.name)?;
+    protocol::validate_room(&req.room)?;
+    let max_rooms = chat.options.max_rooms_per_socket;
+    if !peer.conn.is_in(&req.room) && peer.conn.room_count() >= max_rooms {
+        return Err(too_many_rooms(max_rooms));
+    }
+
+    // A new room (nobody in it, no message) costs its creator from a budget per address,
+    // so that one address cannot fill the server with rooms.
+    let has_messages = if chat.rooms.is_live(&req.room) {
+        false
+    } else {
+        let exists = chat
+            .storage
+            .room_exists(&req.room)
+            .await
+            .map_err(unavailable)?;
+        if !exists && !chat.rooms.is_live(&req.room) {
+            let now = Instant::now();
+            if let Err((wait, _)) =
+                chat.clients
+                    .take(peer.conn.client, ClientBudget::RoomCreation, now, now)
+            {
+                let retry_after = retry_after_ms(wait);
+                return Err(ProtocolError::rate_limited(
+                    format!(
+                        "Too many new rooms from your address; try again in {retry_after} ms, \
+                         or join an existing room."
+                    ),
+                    retry_after,
+                ));
+            }
+        }
+        exists
+    };
+
+    let speaker = identify(chat, peer, &name, req.session.as_deref()).await?;
+
+    // Admit first, then read history: a change committed in between reaches the client
+    // both live and in history, which it merges by id and rev. The other order could
+    // lose it.
+    let joined = chat
+        .rooms
+        .join(peer, &speaker, &req.room, req.resume, max_rooms, has_messages)
+        .map_err(|refusal| match refusal {
+            JoinRefusal::TooManyRooms(max) => too_many_rooms(max),
+            JoinRefusal::Closed => ProtocolError::new(ErrorCode::Unavailable, "The connection closed."),
+        })?;
+    let limit = ReadLimit {
+        limit: CATCH_UP_LIMIT,
+        max_bytes: MAX_REPLY_BYTES,
+    };
+    let mut reply = JoinReply {
+        room: req.room.clone(),
+        name: speaker.name,
+        members: joined.members,
+        online: joined.online,
+        history: Vec::new(),
+        truncated: false,
+        session: speaker.token,
+        updates: Vec::new(),
+        reset: false,
+    };
+    let catch_up = match req.since {
+        Some(since) => Some(
+            chat.storage
+                .catch_up(&req.room, since, limit)
+                .await
+                .map_err(unavailable)?,
+        ),
+        None => None,
+    };
+    match catch_up {
+        Some(catch_up) if !catch_up.too_many_updates => {
+            reply.history = catch_up.history;
+            reply.truncated = catch_up.truncated;
+            reply.updates = catch_up.updates;
+        }
+        too_many => {
+            let page = chat
+                .storage
+                .before(
+                    &req.room,
+                    u64::MAX,
+                    ReadLimit {
+                        limit: JOIN_HISTORY,
+                        max_bytes: MAX_REPLY_BYTES,
+                    },
+                )
+                .await
+                .map_err(unavailable)?;
+            reply.history = page.messages;
+            reply.reset = too_many.is_some();
+        }
+    }
+    Ok(reply)
+}
+
+fn too_many_rooms(max: usize) -> ProtocolError {
+    bad_request(format!(
+        "A connection can be in at most {max} rooms at once; leave one first."
+    ))
+}
+
+/// The name this connection speaks under: the one it already has, or the requested one
+/// if it is free or the client proves it owns it with its session token.
+async fn identify(
+    chat: &Chat,
+    peer: &Peer,
+    name: &str,
+    token: Option<&str>,
+) -> Result<Speaker, ProtocolError> {
+    let key = protocol::name_key(name);
+    if let Some(own) = peer.conn.speaker() {
+        if own.key == key {
+            return Ok(own);
+        }
+        if peer.conn.room_count() > 0 {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidName,
+                format!(
+                    "This connection already uses the name \"{}\"; leave its rooms to change it.",
+                    own.name
+                ),
+            ));
+        }
+    }
+    chat.identities.ready().await;
+    let claim = chat
+        .identities
+        .claim(&key, name, token, Instant::now())
+        .map_err(|ClaimRefusal::Held| {
+            ProtocolError::new(
+                ErrorCode::NameTaken,
+                format!("Someone is already using the name \"{name}\"; pick another."),
+            )
+        })?;
+    let speaker = Speaker {
+        name: name.to_owned(),
+        key,
+        token: claim.token,
+        owner: claim.owner,
+    };
+    // Bound under the membership lock, so a disconnect that ran meanwhile (and gave back
+    // the name this connection had) cannot leave this claim held for ever.
+    let previous = {
+        let mut membership = peer.conn.membership();
+        if membership.closed {
+            drop(membership);
+            chat.identities.release(&speaker.key, Instant::now());
+            return Err(ProtocolError::new(ErrorCode::Unavailable, "The connection closed."));
+        }
+        membership.speaker.replace(speaker.clone())
+    };
+    // A connection in no room may change its name; the old one stays held for its token.
+    if let Some(previous) = previous {
+        chat.identities.release(&previous.key, Instant::now());
+    }
+    Ok(speaker)
+}
+
+pub async fn on_message(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::MESSAGE, Cost::Message, |chat, peer| async move {
+            // Unknown fields such as a client-supplied `author` or `id` are ignored.
+            let req: SendRequest = parse(data)?;
+            protocol::validate_client_id(&req.client_id)?;
+            let text = protocol::validate_text(&req.text)?;
+            let speaker = member_of(&peer, &req.room)?;
+            // Sending ends typing: the others are told at once.
+            chat.rooms.end_typing(&req.room, &peer);
+            let kind = ChangeKind::Post {
+                text,
+                reply_to: req.reply_to,
+            };
+            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+        })
+        .await;
+}
+
+pub async fn on_edit(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::EDIT, Cost::Message, |chat, peer| async move {
+            let req: EditRequest = parse(data)?;
+            protocol::validate_client_id(&req.client_id)?;
+            let text = protocol::validate_text(&req.text)?;
+            let speaker = member_of(&peer, &req.room)?;
+            let kind = ChangeKind::Edit { id: req.id, text };
+            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+        })
+        .await;
+}
+
+pub async fn on_delete(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::DELETE, Cost::Message, |chat, peer| async move {
+            let req: DeleteRequest = parse(data)?;
+            protocol::validate_client_id(&req.client_id)?;
+            let speaker = member_of(&peer, &req.room)?;
+            let kind = ChangeKind::Delete { id: req.id };
+            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+        })
+        .await;
+}
+
+pub async fn on_react(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::REACT, Cost::Message, |chat, peer| async move {
+            let req: ReactRequest = parse(data)?;
+            protocol::validate_client_id(&req.client_id)?;
+            protocol::validate_emoji(&req.emoji)?;
+            let speaker = member_of(&peer, &req.room)?;
+            let kind = ChangeKind::React {
+                id: req.id,
+                emoji: req.emoji,
+                add: req.add,
+            };
+            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+        })
+        .await;
+}
+
+/// Hands a change to the batcher; the reply is the message as stored once committed.
+async fn change(
+    chat: &Chat,
+    peer: &Peer,
+    speaker: Speaker,
+    room: String,
+    client_id: String,
+    kind: ChangeKind,
+) -> Result<SendReply, ProtocolError> {
+    let change = Change {
+        room,
+        owner: speaker.owner,
+        author: speaker.name,
+        client_id,
+        ts: now_ms(),
+        kind,
+    };
+    match chat.batcher.submit(change, Some(peer.sid())).await? {
+        Applied::Stored(message) | Applied::Duplicate(message) | Applied::Unchanged(message) => {
+            Ok(SendReply { message })
+        }
+        Applied::Refused(refusal) => Err(refused(refusal)),
+    }
+}
+
+fn refused(refusal: ChangeRefusal) -> ProtocolError {
+    let (code, message) = match refusal {
+        ChangeRefusal::NotFound => (ErrorCode::NotFound, "There is no such message in this room."),
+        ChangeRefusal::NotYours => (
+            ErrorCode::NotYours,
+            "Only the person who sent a message can edit or delete it.",
+        ),
+        ChangeRefusal::Gone => (ErrorCode::Gone, "That message was deleted."),
+        ChangeRefusal::TooManyEdits => (
+            ErrorCode::LimitReached,
+            "This message has been edited as often as a message can be.",
+        ),
+        ChangeRefusal::TooManyReactionKinds => (
+            ErrorCode::LimitReached,
+            "This message has as many different reactions as it can have.",
+        ),
+        ChangeRefusal::TooManyReactions => (
+            ErrorCode::LimitReached,
+            "This message has as many reactions as it can have.",
+        ),
+    };
+    ProtocolError::new(code, message)
+}
+
+pub async fn on_history(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::HISTORY, Cost::Request, |chat, peer| async move {
+            let req: HistoryRequest = parse(data)?;
+            if !peer.conn.is_in(&req.room) {
+                return Err(not_joined(&req.room));
+            }
+            if req.limit == 0 || req.limit > MAX_HISTORY_PAGE {
+                return Err(bad_request(format!("limit must be 1 to {MAX_HISTORY_PAGE}.")));
+            }
+            let limit = ReadLimit {
+                limit: req.limit,
+                max_bytes: MAX_REPLY_BYTES,
+            };
+            let page = match (req.before, req.around) {
+                (Some(before), None) => chat.storage.before(&req.room, before, limit).await,
+                (None, Some(around)) => chat.storage.around(&req.room, around, limit).await,
+                _ => return Err(bad_request("history needs exactly one of \"before\" and \"around\".")),
+            }
+            .map_err(unavailable)?;
+            Ok(HistoryReply {
+                messages: page.messages,
+                more: page.more,
+                newer: page.newer,
+            })
+        })
+        .await;
+}
+
+/// Where a `rooms` page continues: among rooms with messages, or among the rest.
+enum RoomsCursor {
+    Stored(RoomCursor),
+    Live(String),
+}
+
+fn parse_rooms_cursor(cursor: &str) -> Option<RoomsCursor> {
+    if let Some(rest) = cursor.strip_prefix("t:") {
+        let (ts, name) = rest.split_once(':')?;
+        return Some(RoomsCursor::Stored(RoomCursor {
+            last_ts: ts.parse().ok()?,
+            name: name.to_owned(),
+        }));
+    }
+    cursor
+        .strip_prefix("m:")
+        .map(|name| RoomsCursor::Live(name.to_owned()))
+}
+
+pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::ROOMS, Cost::Request, |chat, _peer| async move {
+            // The payload used to be ignored: anything but an object still means "{}".
+            let req: RoomsRequest = match data {
+                Ok(value) if value.is_object() => protocol::decode_request(value)?,
+                _ => RoomsRequest::default(),
+            };
+            let limit = req.limit.unwrap_or(ROOMS_PAGE);
+            if limit == 0 || limit > MAX_ROOMS_PAGE {
+                return Err(bad_request(format!("limit must be 1 to {MAX_ROOMS_PAGE}.")));
+            }
+            let cursor = match req.cursor.as_deref() {
+                None => None,
+                Some(cursor) => Some(parse_rooms_cursor(cursor).ok_or_else(|| {
+                    bad_request("cursor must be the \"next\" of an earlier rooms reply.")
+                })?),
+            };
+            let mut rooms = Vec::new();
+            let mut next = None;
+            if !matches!(cursor, Some(RoomsCursor::Live(_))) {
+                let after = match &cursor {
+                    Some(RoomsCursor::Stored(c)) => Some(c),
+                    _ => None,
+                };
+                let stored = chat
+                    .storage
+                    .rooms(after, limit + 1)
+                    .await
+                    .map_err(unavailable)?;
+                for room in stored.into_iter().take(limit as usize + 1) {
+                    if rooms.len() == limit as usize {
+                        // One more exists: continue after the last one listed.
+                        next = rooms.last().map(|last: &RoomInfo| {
+                            format!("t:{}:{}", last.last_ts.unwrap_or(0), last.name)
+                        });
+                        break;
+                    }
+                    rooms.push(RoomInfo {
+                        online: chat.rooms.online(&room.name),
+                        name: room.name,
+                        last_id: room.last_id,
+                        last_ts: room.last_ts,
+                    });
+                }
+            }
+            if next.is_none() {
+                let after = match &cursor {
+                    Some(RoomsCursor::Live(name)) => Some(name.as_str()),
+                    _ => None,
+                };
+                for (name, online) in chat.rooms.without_messages() {
+                    if after.is_some_and(|after| name.as_str() <= after) {
+                        continue;
+                    }
+                    if rooms.len() == limit as usize {
+                        next = rooms.last().map(|last| format!("m:{}", last.name));
+                        break;
+                    }
+                    rooms.push(RoomInfo {
+                        name,
+                        online,
+                        last_id: 0,
+                        last_ts: None,
+                    });
+                }
+            }
+            Ok(RoomsReply {
+                more: next.is_some(),
+                rooms,
+                next,
+            })
+        })
+        .await;
+}
+
+pub async fn on_watch(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::WATCH, Cost::Request, |chat, peer| async move {
+            let req: WatchRequest = parse(data)?;
+            if req.rooms.len() > MAX_WATCHED_ROOMS {
+                return Err(bad_request(format!(
+                    "A connection can watch at most {MAX_WATCHED_ROOMS} rooms."
+                )));
+            }
+            for watched in &req.rooms {
+                protocol::validate_room(&watched.room)?;
+            }
+            let mut names: Vec<String> = req.rooms.iter().map(|w| w.room.clone()).collect();
+            names.dedup();
+            chat.watchers.watch(&peer, names);
+            let mention_key = peer
+                .conn
+                .speaker()
+                .map(|speaker| app::mentions::mention_key(&speaker.name));
+            let mut rooms = Vec::with_capacity(req.rooms.len());
+            for watched in req.rooms {
+                let (newest, unread, mentions) = chat
+                    .storage
+                    .activity(&watched.room, watched.read, mention_key.as_deref(), MAX_COUNTED_UNREAD)
+                    .await
+                    .map_err(unavailable)?;
+                rooms.push(RoomActivity {
+                    online: chat.rooms.online(&watched.room),
+                    room: watched.room,
+                    last_id: newest.last_id,
+                    last_ts: newest.last_ts,
+                    unread,
+                    mentions,
+                });
+            }
+            Ok(WatchReply { rooms })
+        })
+        .await;
+}
+
+pub async fn on_search(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::SEARCH, Cost::Search, |chat, _peer| async move {
+            let req: SearchRequest = parse(data)?;
+            let query = protocol::validate_query(&req.query)?;
+            if let Some(room) = &req.room {
+                protocol::validate_room(room)?;
+            }
+            let limit = req.limit.unwrap_or(SEARCH_RESULTS);
+            if limit == 0 || limit > MAX_SEARCH_RESULTS {
+                return Err(bad_request(format!("limit must be 1 to {MAX_SEARCH_RESULTS}.")));
+            }
+            if req
+                .cursor
+                .as_deref()
+                .is_some_and(|c| c.parse::<i64>().is_err())
+            {
+                return Err(bad_request("cursor must be the \"next\" of an earlier search reply."));
+            }
+            let limit = ReadLimit {
+                limit,
+                max_bytes: MAX_REPLY_BYTES,
+            };
+            let found = chat
+                .storage
+                .search(&query, req.room.as_deref(), limit, req.cursor.as_deref())
+                .await
+                .map_err(unavailable)?;
+            Ok(SearchReply {
+                more: found.next.is_some(),
+                results: found.messages,
+                next: found.next,
+            })
+        })
+        .await;
+}
+
+pub async fn on_typing(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    // Typing needs no ack; a refusal still reaches the client as an `error` event.
+    request
+        .handle(chat, event::TYPING, Cost::Typing, |chat, peer| async move {
+            let req: TypingRequest = parse(data)?;
+            if !peer.conn.is_in(&req.room) || !chat.rooms.typing(&req.room, &peer, req.typing) {
+                return Err(not_joined(&req.room));
+            }
+            Ok(EmptyReply {})
+        })
+        .await;
+}
+
+pub async fn on_leave(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+    request
+        .handle(chat, event::LEAVE, Cost::Request, |chat, peer| async move {
+            let req: LeaveRequest = parse(data)?;
+            if !chat.rooms.leave(&peer, &req.room, Departure::Leave) {
+                return Err(not_joined(&req.room));
+            }
+            Ok(EmptyReply {})
+        })
+        .await;
+}
+
+/// Any event the contract does not have.
+pub async fn on_unknown_event(
+    State(chat): State<ChatState>,
+    request: Request,
+    Event(name): Event,
+) {
+    // The name goes back in the answer: keep a hostile one short.
+    let shown: String = name.chars().take(64).collect();
+    let refusal = bad_request(format!(
+        "There is no event \"{shown}\"; see docs/PROTOCOL.md for the events."
+    ));
+    request
+        .handle(chat, &shown, Cost::Request, |_, _| async move {
+            Err::<EmptyReply, _>(refusal)
+        })
+        .await;
+}
+
+pub async fn on_disconnect(
+    SocketArc(socket): SocketArc,
+    State(chat): State<ChatState>,
+    reason: DisconnectReason,
+) {
+    tracing::debug!(sid = %socket.id, %reason, "socket disconnected");
+    let Some(conn) = connection_of(&socket) else {
+        return;
+    };
+    chat.forget(&Peer { socket, conn });
+}

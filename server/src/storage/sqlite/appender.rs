@@ -1,0 +1,755 @@
+//! Where changes go: a journal database next to the main one, an appender thread that
+//! checks every change, numbers it and commits it there, and a mover thread that copies
+//! the journal into `messages` in bulk.
+//!
+//! "Appender" is this thread; the chat side's group committer, which hands it batches,
+//! is the batcher (`chat/batcher.rs`).
+//!
+//! Why a journal: an append commits its rows into `recent.message_journal`, whose pages
+//! fill in arrival order, so a commit writes a few pages however many rooms its batch
+//! touches. Writing straight into `messages` dirtied a page per room in the table and
+//! another per (room, owner) in the resend index, and SQLite writes each dirty page whole
+//! to the WAL at every commit.
+//!
+//! The journal is a log of message *versions*: a row is the whole message as one change
+//! left it (a new message, or an edit, delete or reaction applied to one), numbered with
+//! its `rev`, plus who made the change and its client_id. A message may have several rows;
+//! the one with the highest `rev` is its latest version, and reads merge by id keeping
+//! that one.
+//!
+//! Why a database file of its own: moving a few thousand rows into `messages` takes tens
+//! of milliseconds. In one file it would hold the only write lock, and every sender would
+//! wait; with the journal in a second file (its own WAL, its own lock) the mover writes
+//! `messages` while the appender goes on, on the other core.
+//!
+//! How a row moves without being lost or seen twice: the mover upserts journal rows into
+//! `messages` (a version replaces the stored one only if its `rev` is higher), records
+//! their change ids and room positions, updates the search index, and commits; only then
+//! does the appender delete them from the journal. In between a row is in both, and
+//! reads merge by id. Reads look at the journal before `messages`, in one transaction, so
+//! a row deleted from the journal after the read's journal snapshot is in its later
+//! `messages` snapshot. A crash between the two steps leaves rows in both; the next start
+//! finishes the move.
+//!
+//! What the appender guarantees: it is the only writer of the journal and the only one
+//! to hand out sequence numbers (the database is locked to one process, see `lock.rs`),
+//! so a room's numbers are given in commit order with no duplicate. A batch is one
+//! transaction: if it fails, no number it would have given is used and nothing is kept in
+//! memory. Numbers are not message ids alone: edits, deletes and reactions take numbers
+//! from the same sequence, so a room's message ids skip the numbers its changes took.
+//!
+//! Why threads and not sqlx: sqlx runs each statement on its worker thread and hands each
+//! row back through a channel, which cost more than SQLite's own work for a batch of small
+//! rows. Here statements are prepared once and run back to back.
+//!
+//! Why a checkpoint thread: SQLite copies a WAL into its database (and syncs both) in
+//! whichever commit crosses a threshold, stalling everyone waiting on that commit. A third
+//! connection does it in the background. Under steady load it never quite catches up, so
+//! the appender still checkpoints the journal once its WAL reaches 10,000 pages; by then
+//! little is left to copy, and the WAL starts over instead of growing without end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use app::protocol::{excerpt, Message, ReplyPreview};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::{from_i64, to_i64, MESSAGE_COLUMNS};
+use crate::storage::{
+    Applied, Change, ChangeKind, Owner, StorageError, StoredMessage, StoredReactions,
+};
+
+/// Journal rows that start a move: enough that a room's rows fill pages in `messages`,
+/// few enough that reads scanning the journal stay cheap.
+const MOVE_AT_ROWS: usize = 4_096;
+
+/// Journal rows past which appends wait for a move under way: reads scan the journal, so
+/// an appender outrunning the mover (say, a bulk import) must not let it grow without end.
+const JOURNAL_CAP: usize = 4 * MOVE_AT_ROWS;
+
+/// A pause in appends this long moves what the journal holds. It also bounds how long a
+/// new message waits before search finds it.
+const MOVE_WHEN_IDLE: Duration = Duration::from_millis(200);
+
+/// How often the checkpoint thread copies the WALs into their databases.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Rooms whose last number the appender remembers before it forgets them all (and reads
+/// them again as they come back), so memory does not grow with every room ever written.
+const REMEMBERED_ROOMS: usize = 100_000;
+
+/// The journal: the columns of `messages` (`MESSAGE_COLUMNS`, the same names and
+/// meaning as in migrations/0002), in arrival order (`seq`), with who made the change.
+/// It is not a sqlx migration because the journal is a database of its own, attached to
+/// the main one; `journal_matches_the_messages_table` fails if the two drift.
+fn journal_schema() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS message_journal (
+            seq              INTEGER PRIMARY KEY,
+            room             TEXT    NOT NULL,
+            id               INTEGER NOT NULL,
+            rev              INTEGER NOT NULL,
+            author           TEXT    NOT NULL,
+            owner            TEXT    NOT NULL,
+            text             TEXT    NOT NULL,
+            ts               INTEGER NOT NULL,
+            client_id        TEXT    NOT NULL,
+            edited_ts        INTEGER,
+            edits            INTEGER NOT NULL,
+            deleted          INTEGER NOT NULL,
+            reply_to         INTEGER,
+            reactions        TEXT,
+            change_owner     TEXT    NOT NULL,
+            change_client_id TEXT    NOT NULL
+        ) -- {MESSAGE_COLUMNS}"
+    )
+}
+
+/// The journal database for the main database at `main`: `banter.db` keeps its journal
+/// in `banter.db.recent`.
+pub fn journal_path(main: &Path) -> PathBuf {
+    let mut name = main.as_os_str().to_owned();
+    name.push(".recent");
+    PathBuf::from(name)
+}
+
+/// Creates the journal database (WAL, its table) if it is missing. Runs before any other
+/// connection attaches it. A journal left by a version before changes existed (columns
+/// `author_key`, no `rev`) is renamed aside, to be moved by [`Appender::start`].
+pub fn prepare_journal(main: &Path) -> Result<(), StorageError> {
+    let connection = Connection::open(journal_path(main))?;
+    let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    connection.execute_batch("PRAGMA secure_delete = ON;")?;
+    let old: bool = connection.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('message_journal') WHERE name = 'author_key'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if old {
+        connection.execute_batch(
+            "DROP TABLE IF EXISTS message_journal_v1;
+             ALTER TABLE message_journal RENAME TO message_journal_v1;",
+        )?;
+    }
+    connection.execute_batch(&journal_schema())?;
+    Ok(())
+}
+
+/// A connection to the main database with the journal attached as `recent`.
+fn connect(main: &Path) -> Result<Connection, StorageError> {
+    let connection = Connection::open(main)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.execute(
+        "ATTACH DATABASE ?1 AS recent",
+        params![journal_path(main).to_string_lossy()],
+    )?;
+    // NORMAL: in WAL mode each commit survives a crash of the process; see `SqliteStorage`.
+    // secure_delete: the text of a deleted message is overwritten, not left in free pages.
+    connection.execute_batch(
+        "PRAGMA main.synchronous = NORMAL;
+         PRAGMA recent.synchronous = NORMAL;
+         PRAGMA main.secure_delete = ON;
+         PRAGMA recent.secure_delete = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA main.cache_size = -16384;",
+    )?;
+    Ok(connection)
+}
+
+type Reply = oneshot::Sender<Result<Vec<Applied>, StorageError>>;
+
+struct Job {
+    changes: Vec<Change>,
+    reply: Reply,
+}
+
+/// From the mover: journal rows up to this seq are in `messages` (or the move failed).
+type Moved = Result<i64, StorageError>;
+
+/// What identifies a resend: room, owner, client_id.
+type ChangeKey = (String, String, String);
+
+/// Hands batches to the appender thread. Dropping it stops the threads.
+pub struct Appender {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Appender {
+    /// Finishes any move an earlier run left (the main database must be migrated and the
+    /// journal prepared), then starts the appender, mover and checkpoint threads.
+    pub fn start(main: &Path) -> Result<Self, StorageError> {
+        let connection = connect(main)?;
+        connection.execute_batch(
+            "PRAGMA recent.wal_autocheckpoint = 10000;
+             PRAGMA recent.journal_size_limit = 67108864;",
+        )?;
+        let mover = connect(main)?;
+        let checkpointer = connect(main)?;
+
+        move_old_journal(&mover)?;
+        // Whatever a crash left in the journal moves now, before anything is appended.
+        let left: i64 = connection.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM recent.message_journal",
+            [],
+            |row| row.get(0),
+        )?;
+        if left > 0 {
+            move_rows(&mover, left)?;
+            connection.execute(
+                "DELETE FROM recent.message_journal WHERE seq <= ?1",
+                params![left],
+            )?;
+        }
+
+        let (jobs, job_receiver) = mpsc::channel();
+        let (moves, move_receiver) = mpsc::channel::<i64>();
+        let (moved, moved_receiver) = mpsc::channel::<Moved>();
+        let (stop_checkpoints, checkpoints_stopped) = mpsc::channel::<()>();
+        spawn("sqlite-mover", move || {
+            run_mover(mover, move_receiver, moved)
+        })?;
+        spawn("sqlite-checkpoint", move || {
+            run_checkpoints(checkpointer, checkpoints_stopped)
+        })?;
+        let journal = Journal {
+            connection,
+            change_ids: HashMap::new(),
+            latest: HashMap::new(),
+            seqs: HashMap::new(),
+            rows: 0,
+            last_row: left,
+            moving: false,
+            moves,
+            _stop_checkpoints: stop_checkpoints,
+        };
+        spawn("sqlite-appender", move || {
+            journal.run(job_receiver, moved_receiver)
+        })?;
+        Ok(Self { jobs })
+    }
+
+    /// Applies `changes` in one transaction; see [`crate::storage::Storage::append`].
+    pub async fn append(&self, changes: Vec<Change>) -> Result<Vec<Applied>, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { changes, reply })
+            .map_err(|_| StorageError::AppenderStopped)?;
+        answer.await.map_err(|_| StorageError::AppenderStopped)?
+    }
+}
+
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map(drop)
+        .map_err(StorageError::Thread)
+}
+
+/// A journal from before changes existed, renamed aside by [`prepare_journal`]: its rows
+/// (committed, acknowledged messages a crash left unmoved) go into `messages` as they
+/// were, recognised for resends by name as the migration does for older messages.
+fn move_old_journal(mover: &Connection) -> Result<(), StorageError> {
+    let exists: bool = mover.query_row(
+        "SELECT COUNT(*) FROM recent.sqlite_master WHERE name = 'message_journal_v1'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    mover.execute_batch(
+        "BEGIN;
+         INSERT INTO main.messages (room, id, rev, author, owner, text, ts, client_id)
+             SELECT room, id, id, author, '', text, ts, client_id FROM recent.message_journal_v1
+             WHERE true ON CONFLICT DO NOTHING;
+         INSERT OR IGNORE INTO main.change_ids (room, owner, client_id, id)
+             SELECT room, 'name:' || author_key, client_id, id FROM recent.message_journal_v1;
+         INSERT INTO main.rooms (name, created_ts, last_id, last_ts, last_seq)
+             SELECT room, MIN(ts), MAX(id), NULL, MAX(id) FROM recent.message_journal_v1
+             GROUP BY room
+             ON CONFLICT (name) DO UPDATE SET
+                 last_id = MAX(last_id, excluded.last_id),
+                 last_seq = MAX(last_seq, excluded.last_seq);
+         UPDATE main.rooms SET last_ts =
+             (SELECT ts FROM main.messages m WHERE m.room = rooms.name AND m.id = rooms.last_id);
+         COMMIT;
+         DROP TABLE recent.message_journal_v1;",
+    )?;
+    Ok(())
+}
+
+/// Moves journal rows up to `upto` into `messages`, `change_ids`, `rooms` and the search
+/// index, in one transaction. Rows already moved (a move whose delete was cut short) are
+/// harmless: versions only ever replace lower ones, and ids are recorded once.
+fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let tx = mover.unchecked_transaction()?;
+    let moved = tx.execute(
+        &format!(
+            "INSERT INTO main.messages ({MESSAGE_COLUMNS})
+             SELECT {MESSAGE_COLUMNS} FROM recent.message_journal
+             WHERE seq <= ?1
+             ORDER BY room, id, rev
+             ON CONFLICT (room, id) DO UPDATE SET
+                 rev = excluded.rev, text = excluded.text, edited_ts = excluded.edited_ts,
+                 edits = excluded.edits, deleted = excluded.deleted,
+                 reply_to = excluded.reply_to, reactions = excluded.reactions
+             WHERE excluded.rev > messages.rev"
+        ),
+        params![upto],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO main.change_ids (room, owner, client_id, id)
+         SELECT room, change_owner, change_client_id, id FROM recent.message_journal
+         WHERE seq <= ?1",
+        params![upto],
+    )?;
+    tx.execute(
+        "WITH moved AS (
+             SELECT room, MAX(id) AS last_id, MAX(rev) AS last_seq FROM recent.message_journal
+             WHERE seq <= ?1 GROUP BY room
+         )
+         INSERT INTO main.rooms (name, created_ts, last_id, last_ts, last_seq)
+         SELECT moved.room, m.ts, moved.last_id, m.ts, moved.last_seq
+         FROM moved JOIN main.messages m ON m.room = moved.room AND m.id = moved.last_id
+         WHERE true
+         ON CONFLICT (name) DO UPDATE SET
+             last_ts = CASE WHEN excluded.last_id > rooms.last_id THEN excluded.last_ts
+                            ELSE rooms.last_ts END,
+             last_id = MAX(rooms.last_id, excluded.last_id),
+             last_seq = MAX(rooms.last_seq, excluded.last_seq)",
+        params![upto],
+    )?;
+    index_moved(&tx, upto)?;
+    tx.commit()?;
+    tracing::debug!(
+        rows = moved,
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "moved journal rows into messages"
+    );
+    Ok(())
+}
+
+/// Brings the search index in line with the moved messages: new text indexed, edited
+/// text replaced, deleted text removed.
+fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
+    let touched: Vec<(String, i64)> = {
+        let mut statement = tx.prepare_cached(
+            "SELECT DISTINCT room, id FROM recent.message_journal WHERE seq <= ?1",
+        )?;
+        let rows = statement.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut read = tx.prepare_cached(
+        "SELECT text, deleted, fts FROM main.messages WHERE room = ?1 AND id = ?2",
+    )?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO main.messages_fts (text, room, id) VALUES (?1, ?2, ?3)")?;
+    let mut update = tx.prepare_cached("UPDATE main.messages_fts SET text = ?1 WHERE rowid = ?2")?;
+    let mut remove = tx.prepare_cached("DELETE FROM main.messages_fts WHERE rowid = ?1")?;
+    let mut link =
+        tx.prepare_cached("UPDATE main.messages SET fts = ?3 WHERE room = ?1 AND id = ?2")?;
+    for (room, id) in touched {
+        let Some((text, deleted, fts)) = read
+            .query_row(params![room, id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        match (deleted, fts) {
+            (true, Some(row)) => {
+                remove.execute(params![row])?;
+                link.execute(params![room, id, Option::<i64>::None])?;
+            }
+            (true, None) => {}
+            (false, Some(row)) => {
+                update.execute(params![text, row])?;
+            }
+            (false, None) => {
+                insert.execute(params![text, room, id])?;
+                link.execute(params![room, id, tx.last_insert_rowid()])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the journal up to each seq it is handed, then tells the appender.
+fn run_mover(mover: Connection, upto: mpsc::Receiver<i64>, moved: mpsc::Sender<Moved>) {
+    while let Ok(upto) = upto.recv() {
+        let result = move_rows(&mover, upto).map(|()| upto);
+        if moved.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_checkpoints(connection: Connection, stopped: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        // PASSIVE copies what no reader still needs, without waiting for anyone; what it
+        // leaves is copied next time.
+        if let Err(err) = connection.execute_batch(
+            "PRAGMA main.wal_checkpoint(PASSIVE); PRAGMA recent.wal_checkpoint(PASSIVE);",
+        ) {
+            tracing::warn!("checkpointing the database failed: {err}");
+        }
+    }
+}
+
+/// Reads a message from a row of `MESSAGE_COLUMNS`, in that order.
+pub fn stored_message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StorageError>> {
+    let reactions: Option<String> = row.get(12)?;
+    Ok((|| {
+        Ok(StoredMessage {
+            room: row.get(0)?,
+            id: from_i64(row.get(1)?)?,
+            rev: from_i64(row.get(2)?)?,
+            author: row.get(3)?,
+            owner: Owner(row.get(4)?),
+            text: row.get(5)?,
+            ts: row.get(6)?,
+            client_id: row.get(7)?,
+            edited_ts: row.get(8)?,
+            edits: row.get(9)?,
+            deleted: row.get(10)?,
+            reply_to: row.get::<_, Option<i64>>(11)?.map(from_i64).transpose()?,
+            reactions: StoredReactions::parse(reactions.as_deref())?,
+        })
+    })())
+}
+
+struct Journal {
+    connection: Connection,
+    /// Change ids of the journal's rows, with their seq: spotting a resend needs no index
+    /// on the journal (an index would bring back a dirty page per room).
+    change_ids: HashMap<ChangeKey, (i64, u64)>,
+    /// The latest journal version of each message that has one, with its seq.
+    latest: HashMap<(String, u64), (i64, StoredMessage)>,
+    /// The last number given out per room.
+    seqs: HashMap<String, u64>,
+    /// Rows in the journal.
+    rows: usize,
+    /// The highest seq appended. Seqs are rowids: once the journal is empty they may start
+    /// over, which is harmless because a move takes every row up to the seq it is given.
+    last_row: i64,
+    /// Whether the mover is at work.
+    moving: bool,
+    moves: mpsc::Sender<i64>,
+    /// Dropped with the appender thread, which stops the checkpoint thread.
+    _stop_checkpoints: mpsc::Sender<()>,
+}
+
+/// What a batch changed, kept apart until its transaction commits.
+#[derive(Default)]
+struct Scratch {
+    change_ids: HashMap<ChangeKey, (i64, u64)>,
+    latest: HashMap<(String, u64), (i64, StoredMessage)>,
+    seqs: HashMap<String, u64>,
+    rows: usize,
+    last_row: i64,
+}
+
+impl Journal {
+    fn run(mut self, jobs: mpsc::Receiver<Job>, moved: mpsc::Receiver<Moved>) {
+        loop {
+            if self.moving && self.rows >= JOURNAL_CAP {
+                match moved.recv() {
+                    Ok(result) => self.finish_move(result),
+                    Err(mpsc::RecvError) => return,
+                }
+            }
+            while let Ok(result) = moved.try_recv() {
+                self.finish_move(result);
+            }
+            let job = if self.rows == 0 && !self.moving {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(mpsc::RecvError) => return,
+                }
+            } else {
+                // Also wakes now and then to pick up a finished move.
+                match jobs.recv_timeout(MOVE_WHEN_IDLE) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.start_move();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let _ = job.reply.send(self.append(&job.changes));
+            if self.rows >= MOVE_AT_ROWS {
+                self.start_move();
+            }
+        }
+    }
+
+    fn finish_move(&mut self, result: Moved) {
+        self.moving = false;
+        match result {
+            // A failed delete leaves rows in both tables, which reads allow for; the next
+            // move's delete takes them.
+            Ok(upto) => {
+                if let Err(err) = self.forget_moved(upto) {
+                    tracing::error!("deleting moved rows from the journal failed: {err}");
+                }
+            }
+            // Nothing is lost: the rows stay in the journal, where reads find them, and
+            // the next move takes them too.
+            Err(err) => tracing::error!("moving the message journal into messages failed: {err}"),
+        }
+    }
+
+    fn start_move(&mut self) {
+        if !self.moving && self.rows > 0 && self.moves.send(self.last_row).is_ok() {
+            self.moving = true;
+        }
+    }
+
+    fn forget_moved(&mut self, upto: i64) -> Result<(), StorageError> {
+        let deleted = self.connection.execute(
+            "DELETE FROM recent.message_journal WHERE seq <= ?1",
+            params![upto],
+        )?;
+        self.rows = self.rows.saturating_sub(deleted);
+        self.change_ids.retain(|_, (seq, _)| *seq > upto);
+        self.latest.retain(|_, (seq, _)| *seq > upto);
+        if self.seqs.len() > REMEMBERED_ROOMS {
+            self.seqs.clear();
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, changes: &[Change]) -> Result<Vec<Applied>, StorageError> {
+        let mut scratch = Scratch {
+            last_row: self.last_row,
+            ..Scratch::default()
+        };
+        // Deferred: the transaction writes only the journal, so it locks only the journal.
+        let tx = self.connection.unchecked_transaction()?;
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            results.push(self.apply(&tx, &mut scratch, change)?);
+        }
+        tx.commit()?;
+        self.rows += scratch.rows;
+        self.last_row = scratch.last_row;
+        self.change_ids.extend(scratch.change_ids);
+        self.latest.extend(scratch.latest);
+        self.seqs.extend(scratch.seqs);
+        Ok(results)
+    }
+
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &mut Scratch,
+        change: &Change,
+    ) -> Result<Applied, StorageError> {
+        let key = (
+            change.room.clone(),
+            change.owner.0.clone(),
+            change.client_id.clone(),
+        );
+        if let Some(id) = self.resent(tx, scratch, &key)? {
+            let current = self.current(tx, scratch, &change.room, id)?;
+            return Ok(match current {
+                Some(message) => Applied::Duplicate(self.public(tx, scratch, &message)?),
+                // The message it touched is gone from storage: cannot happen, as nothing
+                // is ever removed, but a resend must never be applied twice.
+                None => Applied::Refused(crate::storage::ChangeRefusal::NotFound),
+            });
+        }
+        let message = match &change.kind {
+            ChangeKind::Post { text, reply_to } => {
+                if let Some(original) = reply_to {
+                    match self.current(tx, scratch, &change.room, *original)? {
+                        None => {
+                            return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound))
+                        }
+                        Some(original) if original.deleted => {
+                            return Ok(Applied::Refused(crate::storage::ChangeRefusal::Gone))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let seq = self.next_seq(tx, scratch, &change.room)?;
+                StoredMessage {
+                    id: seq,
+                    rev: seq,
+                    room: change.room.clone(),
+                    author: change.author.clone(),
+                    owner: change.owner.clone(),
+                    text: text.clone(),
+                    ts: change.ts,
+                    client_id: change.client_id.clone(),
+                    edited_ts: None,
+                    deleted: false,
+                    reply_to: *reply_to,
+                    reactions: StoredReactions::default(),
+                    edits: 0,
+                }
+            }
+            other => {
+                let id = other.target().unwrap_or_default();
+                let Some(mut message) = self.current(tx, scratch, &change.room, id)? else {
+                    return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound));
+                };
+                match message.apply(change) {
+                    Err(refusal) => return Ok(Applied::Refused(refusal)),
+                    Ok(false) => return Ok(Applied::Unchanged(self.public(tx, scratch, &message)?)),
+                    Ok(true) => {}
+                }
+                message.rev = self.next_seq(tx, scratch, &change.room)?;
+                if message.deleted {
+                    // The text of earlier versions still waiting in the journal goes too.
+                    tx.prepare_cached(
+                        "UPDATE recent.message_journal SET text = '', reactions = NULL
+                         WHERE room = ?1 AND id = ?2",
+                    )?
+                    .execute(params![message.room, to_i64(message.id)])?;
+                }
+                message
+            }
+        };
+        tx.prepare_cached(&format!(
+            "INSERT INTO recent.message_journal
+                 ({MESSAGE_COLUMNS}, change_owner, change_client_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))?
+        .execute(params![
+            message.room,
+            to_i64(message.id),
+            to_i64(message.rev),
+            message.author,
+            message.owner.0,
+            message.text,
+            message.ts,
+            message.client_id,
+            message.edited_ts,
+            message.edits,
+            message.deleted,
+            message.reply_to.map(to_i64),
+            message.reactions.to_json(),
+            change.owner.0,
+            change.client_id,
+        ])?;
+        let row = tx.last_insert_rowid();
+        scratch.rows += 1;
+        scratch.last_row = scratch.last_row.max(row);
+        scratch.change_ids.insert(key, (row, message.id));
+        scratch
+            .latest
+            .insert((message.room.clone(), message.id), (row, message.clone()));
+        Ok(Applied::Stored(self.public(tx, scratch, &message)?))
+    }
+
+    /// The message a change with this key touched, if the change was made before.
+    fn resent(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &Scratch,
+        key: &ChangeKey,
+    ) -> Result<Option<u64>, StorageError> {
+        if let Some((_, id)) = scratch.change_ids.get(key).or_else(|| self.change_ids.get(key)) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = tx
+            .prepare_cached(
+                "SELECT id FROM main.change_ids WHERE room = ?1 AND owner = ?2 AND client_id = ?3",
+            )?
+            .query_row(params![key.0, key.1, key.2], |row| row.get(0))
+            .optional()?;
+        id.map(from_i64).transpose()
+    }
+
+    /// A message as it is now: its latest journal version, or the stored one.
+    fn current(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &Scratch,
+        room: &str,
+        id: u64,
+    ) -> Result<Option<StoredMessage>, StorageError> {
+        let key = (room.to_owned(), id);
+        if let Some((_, message)) = scratch.latest.get(&key).or_else(|| self.latest.get(&key)) {
+            return Ok(Some(message.clone()));
+        }
+        let found = tx
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM main.messages WHERE room = ?1 AND id = ?2"
+            ))?
+            .query_row(params![room, to_i64(id)], stored_message)
+            .optional()?;
+        found.transpose()
+    }
+
+    /// The wire form, with its reply preview.
+    fn public(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &Scratch,
+        message: &StoredMessage,
+    ) -> Result<Message, StorageError> {
+        let mut public = message.public();
+        if let Some(original) = message.reply_to {
+            public.reply_to = self
+                .current(tx, scratch, &message.room, original)?
+                .map(|original| preview(&original));
+        }
+        Ok(public)
+    }
+
+    /// The next number of a room's sequence.
+    fn next_seq(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &mut Scratch,
+        room: &str,
+    ) -> Result<u64, StorageError> {
+        let last = match scratch.seqs.get(room).or_else(|| self.seqs.get(room)) {
+            Some(last) => *last,
+            None => {
+                let mut last = 0;
+                for query in [
+                    "SELECT MAX(rev) FROM recent.message_journal WHERE room = ?1",
+                    "SELECT MAX(rev) FROM main.messages WHERE room = ?1",
+                    "SELECT MAX(last_seq) FROM main.rooms WHERE name = ?1",
+                ] {
+                    let found: Option<i64> =
+                        tx.prepare_cached(query)?.query_row(params![room], |row| row.get(0))?;
+                    last = last.max(found.map(from_i64).transpose()?.unwrap_or(0));
+                }
+                last
+            }
+        };
+        let next = last + 1;
+        scratch.seqs.insert(room.to_owned(), next);
+        Ok(next)
+    }
+}
+
+/// The one-line quote a reply shows of `original`.
+pub fn preview(original: &StoredMessage) -> ReplyPreview {
+    ReplyPreview {
+        id: original.id,
+        author: original.author.clone(),
+        excerpt: if original.deleted {
+            String::new()
+        } else {
+            excerpt(&original.text)
+        },
+        deleted: original.deleted,
+    }
+}
