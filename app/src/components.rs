@@ -8,7 +8,9 @@ use leptos_router::hooks::use_params_map;
 use leptos_router::path;
 
 use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_CHARS};
-use crate::store::{typing_text, unread, Action, ChatStore, Connection, Delivery, Line, LineKind};
+use crate::store::{
+    typing_text, Action, ChatStore, Connection, Delivery, Line, LineKind, MessageLine,
+};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -92,19 +94,11 @@ fn ChatPage(room: String) -> impl IntoView {
         }
     });
 
-    // Unread messages in the other rooms, in the tab title.
+    // Unread messages in the joined rooms, in the tab title.
     let title = {
         let room = room.clone();
         move || {
-            let total: u64 = store.rooms.with(|rooms| {
-                store.last_read.with(|read| {
-                    rooms
-                        .iter()
-                        .filter(|r| r.name != room)
-                        .map(|r| unread(r, read))
-                        .sum()
-                })
-            });
+            let total = store.unread_total.get();
             if total > 0 {
                 format!("({total}) #{room} · Banter")
             } else {
@@ -247,7 +241,7 @@ fn RoomList() -> impl IntoView {
             <ul>
                 <For
                     each=move || store.rooms.get()
-                    key=|room| (room.name.clone(), room.online, room.last_id)
+                    key=|room| (room.name.clone(), room.online, room.last_id, room.unread)
                     let:room
                 >
                     {
@@ -255,22 +249,13 @@ fn RoomList() -> impl IntoView {
                         let online = room.online;
                         let name = room.name.clone();
                         let href = format!("/r/{}", room.name);
-                        let count = move || {
-                            if is_current {
-                                0
-                            } else {
-                                store.last_read.with(|read| unread(&room, read))
-                            }
-                        };
+                        let count = move || room.unread;
                         view! {
                             <li class:current=is_current>
                                 <a href=href aria-current=is_current.then_some("page")>
                                     "# "{name}
                                 </a>
-                                <span class="online-count" title="online now">
-                                    // The current room's count follows the live member list.
-                                    {move || if is_current { store.members.with(Vec::len) } else { online }}
-                                </span>
+                                <span class="online-count" title="online now">{online}</span>
                                 {move || {
                                     let n = count();
                                     (n > 0).then(|| view! {
@@ -360,13 +345,13 @@ fn LogLine(line: Line) -> impl IntoView {
         LineKind::Notice(text) => {
             view! { <li class="notice">{time}" "<span>{text}</span></li> }.into_any()
         }
-        LineKind::Message {
+        LineKind::Message(MessageLine {
             author,
             text,
             status,
             id,
             ..
-        } => {
+        }) => {
             let mine = store.me.get_untracked().as_deref() == Some(author.as_str());
             let uid = line.uid;
             let failure = match &status {
@@ -416,11 +401,7 @@ pub(crate) fn message_text(text: &str) -> Vec<AnyView> {
 }
 
 fn status_label(status: &Delivery) -> &'static str {
-    match status {
-        Delivery::Pending => "sending…",
-        Delivery::Delivered => "",
-        Delivery::Failed(_) => "not sent",
-    }
+    status.label()
 }
 
 #[component]

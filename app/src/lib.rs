@@ -2,7 +2,6 @@
 //! packet codec, the chat page's state, the browser's Socket.IO client and the Leptos
 //! components.
 
-#[cfg(feature = "browser")]
 pub mod client;
 pub mod codec;
 pub mod emoji;
