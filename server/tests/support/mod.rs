@@ -1,11 +1,15 @@
 //! A small Socket.IO test client that speaks the Banter wire contract over a real
 //! WebSocket, plus a helper that starts a real server on a free loopback port.
 //!
-//! The client does what a stock Socket.IO client does on the wire: it reads the Engine.IO
-//! open packet, connects to the main namespace with `40`, answers every ping `2` with a
-//! pong `3` from a background task, and matches `43<id>[...]` acks to the requests that
-//! carried ack id `<id>`. Every frame in both directions is recorded so that a failing
-//! test can show what the server actually sent.
+//! The Socket.IO itself is the web client's: `app::client::session`, the same state
+//! machine the browser drives, so these tests exercise the handshake, pings and ack
+//! matching the page uses (one implementation, not two that can disagree). This file
+//! only moves frames: a reader task feeds every received frame (and the session's
+//! deadlines) into the session and hands out what it reports (acks to the requests
+//! waiting for them, events to `next_event`), and a writer task sends what the session
+//! and the test queue, in order. Requests are sent when asked, not held back until the
+//! CONNECT reply, so tests can also send early on purpose. Every frame in both
+//! directions is recorded so that a failing test can show what the server actually sent.
 
 #![allow(dead_code)]
 
@@ -15,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use app::codec::{decode_engine, decode_socket, encode_frame, EnginePacket, SocketPacket};
+use app::client::session::{self, CloseReason, Request, Session, SessionEvent};
+use app::protocol::{JoinRequest, ProtocolError, SendRequest};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -125,7 +130,7 @@ impl Trace {
                     cut -= 1;
                 }
                 line.truncate(cut);
-                line.push_str("…");
+                line.push('…');
             }
             out.push_str("    ");
             out.push_str(&line);
@@ -135,7 +140,94 @@ impl Trace {
     }
 }
 
-type AckMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+/// The session and what waits on it, shared by the test's calls and the reader task.
+/// The lock is never held across an await.
+struct Shared {
+    session: Session,
+    /// Requests waiting for their ack, by ack id.
+    acks: HashMap<u64, oneshot::Sender<Vec<Value>>>,
+    connected: Option<oneshot::Sender<Result<Value, Value>>>,
+    events: mpsc::UnboundedSender<(String, Value)>,
+    out: mpsc::UnboundedSender<WsMessage>,
+    trace: Trace,
+    closed: Arc<AtomicBool>,
+    /// The session's clock starts here.
+    base: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// Sends what the session queued and hands out what it reported.
+    fn pump(&mut self) {
+        while let Some(frame) = self.session.poll_transmit() {
+            let _ = self.out.send(WsMessage::text(frame));
+        }
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                SessionEvent::Opened(_) => {}
+                SessionEvent::Connected { data, .. } => {
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Ok(data));
+                    }
+                }
+                SessionEvent::ConnectRefused(data) => {
+                    if let Some(tx) = self.connected.take() {
+                        let _ = tx.send(Err(data));
+                    }
+                }
+                SessionEvent::Event(incoming) => {
+                    let name = incoming.name.clone();
+                    let _ = self.events.send((name, incoming.into_payload()));
+                }
+                SessionEvent::Ack { id, args } => {
+                    if let Some(tx) = self.acks.remove(&id) {
+                        let _ = tx.send(args);
+                    }
+                }
+                SessionEvent::UnmatchedAck { id, .. } => self
+                    .trace
+                    .push(format!("   (ack {id} matches no pending request)")),
+                // Dropping the sender wakes the request with "connection closed".
+                SessionEvent::AckFailed { id, .. } => {
+                    self.acks.remove(&id);
+                }
+                SessionEvent::Foreign(packet) => self
+                    .trace
+                    .push(format!("   (a packet for another namespace: {packet:?})")),
+                SessionEvent::Malformed { error, .. } => {
+                    self.trace.push(format!("   (undecodable packet: {error})"))
+                }
+                SessionEvent::Closed(reason) => {
+                    if reason == CloseReason::Disconnected {
+                        self.trace
+                            .push("   (server disconnected the socket)".into());
+                    } else {
+                        self.trace.push(format!("   (session ended: {reason})"));
+                    }
+                    self.closed.store(true, Ordering::SeqCst);
+                    self.acks.clear();
+                }
+            }
+        }
+    }
+
+    /// Waits for ack `id` (already reserved in the session).
+    fn wait_ack(&mut self, id: u64) -> oneshot::Receiver<Vec<Value>> {
+        let (tx, rx) = oneshot::channel();
+        if self.session.is_closed() {
+            // The sender is dropped: the request fails as "connection closed".
+            self.session.cancel(id);
+        } else {
+            self.acks.insert(id, tx);
+        }
+        rx
+    }
+}
+
+type Locked = Arc<Mutex<Shared>>;
 
 /// An ack that has been requested but not awaited yet.
 pub struct PendingAck {
@@ -144,6 +236,7 @@ pub struct PendingAck {
     rx: oneshot::Receiver<Vec<Value>>,
     trace: Trace,
     label: String,
+    shared: Locked,
 }
 
 impl PendingAck {
@@ -167,6 +260,7 @@ impl PendingAck {
             rx,
             trace,
             label,
+            shared,
         } = self;
         match timeout(limit, rx).await {
             Ok(Ok(mut args)) => Ok(if args.is_empty() {
@@ -178,22 +272,32 @@ impl PendingAck {
                 "[{label}] connection closed before the ack for `{event}` (id {id}) arrived; frames:\n{}",
                 trace.dump()
             )),
-            Err(_) => Err(format!(
-                "[{label}] no ack for `{event}` (id {id}) within {limit:?}; frames:\n{}",
-                trace.dump()
-            )),
+            Err(_) => {
+                let mut shared = shared.lock().unwrap();
+                shared.session.cancel(id);
+                shared.acks.remove(&id);
+                drop(shared);
+                Err(format!(
+                    "[{label}] no ack for `{event}` (id {id}) within {limit:?}; frames:\n{}",
+                    trace.dump()
+                ))
+            }
         }
+    }
+
+    /// The ack read as the reply to a typed request: its body, or the server's refusal.
+    pub async fn reply<T: serde::de::DeserializeOwned>(self) -> Result<T, ProtocolError> {
+        app::protocol::decode_reply(self.wait().await)
     }
 }
 
 /// One Socket.IO connection to the main namespace over a real WebSocket.
 pub struct Client {
     label: String,
+    shared: Locked,
     out: mpsc::UnboundedSender<WsMessage>,
     events: mpsc::UnboundedReceiver<(String, Value)>,
     stash: VecDeque<(String, Value)>,
-    acks: AckMap,
-    next_ack: AtomicU64,
     connected: Option<oneshot::Receiver<Result<Value, Value>>>,
     closed: Arc<AtomicBool>,
     trace: Trace,
@@ -205,10 +309,35 @@ pub struct Client {
     writer: tokio::task::JoinHandle<()>,
 }
 
+/// A stock client's session: a bare `40`, and the heartbeat deadline; the tests bound
+/// every wait themselves.
+fn stock_config() -> session::Config {
+    session::Config {
+        auth: None,
+        handshake_timeout: None,
+        heartbeat: true,
+    }
+}
+
 impl Client {
     /// Connects and waits for the namespace connect reply `40{"sid":...}`.
     pub async fn connect(addr: SocketAddr, label: &str) -> Client {
         let mut client = Client::open(addr, label).await;
+        client.wait_connected().await;
+        client
+    }
+
+    /// Connects as a protocol 2 client (`40{"protocol":2}`), as the web client does:
+    /// joins and departures come as batched `presence` events.
+    pub async fn connect_v2(addr: SocketAddr, label: &str) -> Client {
+        let config = session::Config {
+            auth: Some(json!({ "protocol": app::protocol::PROTOCOL_VERSION })),
+            ..stock_config()
+        };
+        let mut client = match Client::try_open_with(addr, label, config).await {
+            Ok(client) => client,
+            Err(e) => panic!("{e}"),
+        };
         client.wait_connected().await;
         client
     }
@@ -223,19 +352,30 @@ impl Client {
     }
 
     pub async fn try_open(addr: SocketAddr, label: &str) -> Result<Client, String> {
+        Client::try_open_with(addr, label, stock_config()).await
+    }
+
+    /// Like [`Client::try_open`], with a session configured by the test.
+    pub async fn try_open_with(
+        addr: SocketAddr,
+        label: &str,
+        config: session::Config,
+    ) -> Result<Client, String> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         // tungstenite zeroes its whole read buffer (128 KiB by default) before every
         // read; small frames need far less, and the storm and bench run many clients.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(4096);
         let connect =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), false);
         let (ws, _) = timeout(ACK_TIMEOUT, connect)
             .await
             .map_err(|_| format!("[{label}] WebSocket handshake timed out"))?
             .map_err(|e| format!("[{label}] WebSocket handshake failed: {e}"))?;
         let (mut sink, mut stream) = ws.split();
         let trace = Trace::default();
+        let base = Instant::now();
+        let mut session = Session::new(config, 0);
 
         // The first frame must be the Engine.IO open packet.
         let first = timeout(ACK_TIMEOUT, stream.next())
@@ -244,8 +384,9 @@ impl Client {
         let open = match first {
             Some(Ok(WsMessage::Text(text))) => {
                 trace.push(format!("<- {}", text.as_str()));
-                match decode_engine(text.as_str()) {
-                    Ok(EnginePacket::Open(info)) => info,
+                session.handle_frame(base.elapsed().as_millis() as u64, text.as_str());
+                match session.poll_event() {
+                    Some(SessionEvent::Opened(info)) => info,
                     other => {
                         return Err(format!(
                             "[{label}] expected an open packet, got {other:?} from {:?}",
@@ -276,26 +417,28 @@ impl Client {
         });
 
         let (events_tx, events) = mpsc::unbounded_channel();
-        let acks: AckMap = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (connected_tx, connected_rx) = oneshot::channel();
-        let reader = tokio::spawn(read_loop(
-            stream,
-            out.clone(),
-            events_tx,
-            acks.clone(),
-            connected_tx,
-            closed.clone(),
-            trace.clone(),
-        ));
+        let shared = Arc::new(Mutex::new(Shared {
+            session,
+            acks: HashMap::new(),
+            connected: Some(connected_tx),
+            events: events_tx,
+            out: out.clone(),
+            trace: trace.clone(),
+            closed: closed.clone(),
+            base,
+        }));
+        // Sends the CONNECT the session queued on the open packet.
+        shared.lock().unwrap().pump();
+        let reader = tokio::spawn(read_loop(stream, shared.clone()));
 
-        let client = Client {
+        Ok(Client {
             label: label.to_owned(),
+            shared,
             out,
             events,
             stash: VecDeque::new(),
-            acks,
-            next_ack: AtomicU64::new(0),
             connected: Some(connected_rx),
             closed,
             trace,
@@ -303,9 +446,7 @@ impl Client {
             open,
             reader,
             writer,
-        };
-        client.send_text("40");
-        Ok(client)
+        })
     }
 
     /// Waits for `40{"sid":...}`; panics on `44{...}` or a timeout.
@@ -365,7 +506,16 @@ impl Client {
 
     /// Emits `42[event,...args]` without an ack id.
     pub fn emit_args(&self, event: &str, args: Vec<Value>) {
-        self.send_text(&encode_frame(&SocketPacket::event(event, args, None)));
+        let mut shared = self.shared.lock().unwrap();
+        shared.session.emit_value(event, args);
+        shared.pump();
+    }
+
+    /// Emits a typed request without an ack id (`typing`).
+    pub fn emit_typed<R: Request>(&self, request: &R) {
+        let mut shared = self.shared.lock().unwrap();
+        shared.session.emit(request);
+        shared.pump();
     }
 
     /// Emits `42<id>[event,payload]` and waits for `43<id>[reply]`; returns `reply`.
@@ -383,33 +533,63 @@ impl Client {
         self.start_request_args(event, vec![payload])
     }
 
-    /// Sends a hand-written request frame built around a fresh ack id, e.g. a binary
-    /// event `451-<id>[...]`; its ack is awaited like any other.
-    pub fn start_raw_request(&self, event: &str, frame: impl FnOnce(u64) -> String) -> PendingAck {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks.lock().unwrap().insert(id, tx);
-        self.send_text(&frame(id));
+    pub fn start_request_args(&self, event: &str, args: Vec<Value>) -> PendingAck {
+        let mut shared = self.shared.lock().unwrap();
+        let now = shared.now();
+        let id = shared.session.request_value(now, event, args, None);
+        self.pending(shared, id, event)
+    }
+
+    /// Sends a typed request of the contract now; the ack is awaited later.
+    pub fn start_typed<R: Request>(&self, request: &R) -> PendingAck {
+        let mut shared = self.shared.lock().unwrap();
+        let now = shared.now();
+        let id = shared.session.request(now, request, None);
+        self.pending(shared, id, R::EVENT)
+    }
+
+    /// Sends a typed request and reads its ack as the request's reply or a refusal.
+    pub async fn call<R: Request>(&self, request: &R) -> Result<R::Reply, ProtocolError> {
+        self.start_typed(request).reply().await
+    }
+
+    fn pending(
+        &self,
+        mut shared: std::sync::MutexGuard<'_, Shared>,
+        id: u64,
+        event: &str,
+    ) -> PendingAck {
+        let rx = shared.wait_ack(id);
+        shared.pump();
+        drop(shared);
         PendingAck {
             id,
             event: event.to_owned(),
             rx,
             trace: self.trace.clone(),
             label: self.label.clone(),
+            shared: self.shared.clone(),
         }
     }
 
-    pub fn start_request_args(&self, event: &str, args: Vec<Value>) -> PendingAck {
-        self.start_raw_request(event, |id| {
-            encode_frame(&SocketPacket::event(event, args, Some(id)))
-        })
+    /// Sends a hand-written request frame built around a fresh ack id, e.g. a binary
+    /// event `451-<id>[...]`; its ack is awaited like any other.
+    pub fn start_raw_request(&self, event: &str, frame: impl FnOnce(u64) -> String) -> PendingAck {
+        let (id, pending) = self.reserve_ack(event);
+        self.send_text(&frame(id));
+        pending
     }
 
     /// `join` with the given name and room; panics unless the reply is `ok`.
     pub async fn join(&self, name: &str, room: &str) -> Value {
-        let reply = self
-            .request("join", json!({ "name": name, "room": room }))
-            .await;
+        let request = JoinRequest {
+            name: name.to_owned(),
+            room: room.to_owned(),
+            since: None,
+            session: None,
+            resume: false,
+        };
+        let reply = self.start_typed(&request).wait().await;
         assert_ok(&reply, &format!("[{}] join {name:?} {room:?}", self.label));
         reply
     }
@@ -417,12 +597,14 @@ impl Client {
     /// `join` presenting a session token from an earlier join's reply (`reply["session"]`),
     /// as a reconnecting client does to reclaim its name; panics unless the reply is `ok`.
     pub async fn rejoin(&self, name: &str, room: &str, session: &Value) -> Value {
-        let reply = self
-            .request(
-                "join",
-                json!({ "name": name, "room": room, "session": session }),
-            )
-            .await;
+        let request = JoinRequest {
+            name: name.to_owned(),
+            room: room.to_owned(),
+            since: None,
+            session: session.as_str().map(str::to_owned),
+            resume: false,
+        };
+        let reply = self.start_typed(&request).wait().await;
         assert_ok(
             &reply,
             &format!("[{}] rejoin {name:?} {room:?}", self.label),
@@ -433,12 +615,13 @@ impl Client {
     /// `message` with a fresh client_id; panics unless the reply is `ok`; returns the
     /// stored message.
     pub async fn say(&self, room: &str, text: &str) -> Value {
-        let reply = self
-            .request(
-                "message",
-                json!({ "room": room, "text": text, "client_id": client_id() }),
-            )
-            .await;
+        let request = SendRequest {
+            room: room.to_owned(),
+            text: text.to_owned(),
+            client_id: client_id(),
+            reply_to: None,
+        };
+        let reply = self.start_typed(&request).wait().await;
         assert_ok(&reply, &format!("[{}] message to {room:?}", self.label));
         reply["message"].clone()
     }
@@ -561,84 +744,73 @@ impl Drop for Client {
     }
 }
 
+/// Feeds received frames and the session's deadlines into the session until the
+/// connection ends.
 async fn read_loop(
     mut stream: futures_util::stream::SplitStream<
         tokio_tungstenite::WebSocketStream<
             tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
         >,
     >,
-    out: mpsc::UnboundedSender<WsMessage>,
-    events: mpsc::UnboundedSender<(String, Value)>,
-    acks: AckMap,
-    connected: oneshot::Sender<Result<Value, Value>>,
-    closed: Arc<AtomicBool>,
-    trace: Trace,
+    shared: Locked,
 ) {
-    let mut connected = Some(connected);
-    while let Some(frame) = stream.next().await {
-        let text = match frame {
-            Ok(WsMessage::Text(text)) => text,
-            Ok(WsMessage::Close(frame)) => {
-                trace.push(format!("<- (websocket close {frame:?})"));
-                break;
+    let (trace, base) = {
+        let shared = shared.lock().unwrap();
+        (shared.trace.clone(), shared.base)
+    };
+    let end = loop {
+        let deadline = shared.lock().unwrap().session.poll_timeout();
+        let frame = match deadline {
+            Some(at) => {
+                let at = base + Duration::from_millis(at);
+                tokio::select! {
+                    frame = stream.next() => frame,
+                    () = tokio::time::sleep_until(at) => {
+                        let mut shared = shared.lock().unwrap();
+                        let now = shared.now();
+                        shared.session.handle_timeout(now);
+                        shared.pump();
+                        if shared.session.is_closed() {
+                            break "the session ended".to_owned();
+                        }
+                        continue;
+                    }
+                }
             }
-            Ok(WsMessage::Binary(bytes)) => {
+            None => stream.next().await,
+        };
+        let text = match frame {
+            Some(Ok(WsMessage::Text(text))) => text,
+            Some(Ok(WsMessage::Close(frame))) => {
+                trace.push(format!("<- (websocket close {frame:?})"));
+                break "websocket close".to_owned();
+            }
+            Some(Ok(WsMessage::Binary(bytes))) => {
                 trace.push(format!("<- (binary frame, {} bytes)", bytes.len()));
                 continue;
             }
-            Ok(_) => continue,
-            Err(e) => {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
                 trace.push(format!("<- (websocket error {e})"));
-                break;
+                break e.to_string();
             }
+            None => break "stream ended".to_owned(),
         };
         trace.push(format!("<- {}", text.as_str()));
-        match decode_engine(text.as_str()) {
-            Ok(EnginePacket::Ping(data)) => {
-                let _ = out.send(WsMessage::text(format!("3{data}")));
-            }
-            Ok(EnginePacket::Message(body)) => match decode_socket(&body) {
-                Ok(SocketPacket::Connect { data, .. }) => {
-                    if let Some(tx) = connected.take() {
-                        let _ = tx.send(Ok(data.unwrap_or(Value::Null)));
-                    }
-                }
-                Ok(SocketPacket::ConnectError { data, .. }) => {
-                    if let Some(tx) = connected.take() {
-                        let _ = tx.send(Err(data));
-                    }
-                }
-                Ok(SocketPacket::Event {
-                    event, mut args, ..
-                }) => {
-                    let payload = if args.is_empty() {
-                        Value::Null
-                    } else {
-                        args.remove(0)
-                    };
-                    let _ = events.send((event, payload));
-                }
-                Ok(SocketPacket::Ack { id, args, .. }) => {
-                    if let Some(tx) = acks.lock().unwrap().remove(&id) {
-                        let _ = tx.send(args);
-                    } else {
-                        trace.push(format!("   (ack {id} matches no pending request)"));
-                    }
-                }
-                Ok(SocketPacket::Disconnect { .. }) => {
-                    trace.push("   (server disconnected the socket)".into());
-                    break;
-                }
-                Err(e) => trace.push(format!("   (undecodable Socket.IO packet: {e})")),
-            },
-            Ok(EnginePacket::Close) => break,
-            Ok(_) => {}
-            Err(e) => trace.push(format!("   (undecodable Engine.IO packet: {e})")),
+        let mut shared = shared.lock().unwrap();
+        let now = shared.now();
+        shared.session.handle_frame(now, text.as_str());
+        shared.pump();
+        if shared.session.is_closed() {
+            break "the session ended".to_owned();
         }
-    }
-    closed.store(true, Ordering::SeqCst);
+    };
+    let mut shared = shared.lock().unwrap();
+    shared.session.handle_transport_closed(end);
+    shared.pump();
+    shared.closed.store(true, Ordering::SeqCst);
     // Dropping the ack senders wakes every pending request with "connection closed".
-    acks.lock().unwrap().clear();
+    shared.acks.clear();
 }
 
 // Helpers for the hostile-input suite (`hostile.rs`).
@@ -653,16 +825,10 @@ impl Client {
     /// Reserves the next ack id without sending anything, for a request the test frames
     /// by hand (binary events, odd namespaces); the ack is matched like any other.
     pub fn reserve_ack(&self, event: &str) -> (u64, PendingAck) {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks.lock().unwrap().insert(id, tx);
-        let pending = PendingAck {
-            id,
-            event: event.to_owned(),
-            rx,
-            trace: self.trace.clone(),
-            label: self.label.clone(),
-        };
+        let mut shared = self.shared.lock().unwrap();
+        let now = shared.now();
+        let id = shared.session.reserve_ack(now, None);
+        let pending = self.pending(shared, id, event);
         (id, pending)
     }
 
