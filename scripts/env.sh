@@ -1,2 +1,3 @@
-# Sourced by the scripts: puts the project's tools first on PATH.
-export PATH="$PWD/target/tools/bin:$HOME/.cargo/bin:$PATH"
+# Sourced by the scripts: puts the project's tools (target/tools/bin: wasm-opt) first on
+# PATH, then cargo's installs.
+export PATH="$PWD/target/tools/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
