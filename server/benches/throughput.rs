@@ -17,8 +17,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use server::storage::{Change, ChangeKind, Owner};
 use serde_json::json;
+use server::storage::{Change, ChangeKind, Owner};
 use support::{serve, Client};
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -3,9 +3,11 @@
 //! checking that each room's ids arrive in increasing order.
 //!
 //! It runs in a process of its own, so it measures the release binary rather than a
-//! server sharing a runtime with its load. It speaks the wire contract with hand-written
-//! frames and prefix matching instead of full JSON decoding, so that the tool itself stays
-//! cheap on a machine it shares with the server.
+//! server sharing a runtime with its load. Connecting and joining go through the web
+//! client's session layer (`app::client::session`, typed requests); the measured part,
+//! sending messages and counting acks and fan-out, uses hand-written frames and prefix
+//! matching instead of full JSON decoding, so that the tool itself stays cheap on a
+//! machine it shares with the server.
 //!
 //! ```text
 //! target/release/banter --database sqlite:///tmp/load.db --message-rate 0 \
@@ -23,6 +25,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use app::client::session::{self, Session, SessionEvent};
+use app::protocol::{JoinReply, JoinRequest};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -110,9 +115,9 @@ async fn run(args: Args) -> Result<(), LoadError> {
     let mut receivers = Vec::new();
     for room in 0..rooms {
         for r in 0..args.receivers {
-            let mut ws = connect(&args.addr).await?;
             // Names are server-wide: one per connection.
-            join(&mut ws, &format!("r{room}-{r}"), &room_name(room)).await?;
+            let ws =
+                connect_and_join(&args.addr, &format!("r{room}-{r}"), &room_name(room)).await?;
             receivers.push(tokio::spawn(receive(
                 ws,
                 deliveries.clone(),
@@ -125,8 +130,7 @@ async fn run(args: Args) -> Result<(), LoadError> {
     let barrier = Arc::new(Barrier::new(args.senders + 1));
     let mut senders = Vec::new();
     for i in 0..args.senders {
-        let mut ws = connect(&args.addr).await?;
-        join(&mut ws, &format!("s{i}"), &room_name(i % rooms)).await?;
+        let ws = connect_and_join(&args.addr, &format!("s{i}"), &room_name(i % rooms)).await?;
         let args = args.clone();
         let barrier = barrier.clone();
         senders.push(tokio::spawn(async move {
@@ -199,8 +203,10 @@ fn room_name(room: usize) -> String {
     format!("load{room}")
 }
 
-/// Opens a Socket.IO connection to the main namespace over a WebSocket.
-async fn connect(addr: &str) -> Result<Ws, LoadError> {
+/// Opens a Socket.IO connection to the main namespace over a WebSocket and joins `room`
+/// as `name`, driving the client's session layer; then hands the socket to the
+/// hand-written hot path (the session's ack ids are done with by then).
+async fn connect_and_join(addr: &str, name: &str, room: &str) -> Result<Ws, LoadError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     // tungstenite zeroes its whole read buffer (128 KiB by default) before each read:
     // with frames this small that memset was most of the tool's CPU time.
@@ -208,47 +214,59 @@ async fn connect(addr: &str) -> Result<Ws, LoadError> {
     // Without TCP_NODELAY, small frames wait for delayed ACKs (40 ms on Linux).
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await?;
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        return Err(LoadError::Unexpected(open));
-    }
-    ws.send(WsMessage::text("40")).await?;
+    let started = Instant::now();
+    let now = || started.elapsed().as_millis() as u64;
+    let mut session = Session::new(
+        session::Config {
+            auth: None,
+            handshake_timeout: Some(10_000),
+            heartbeat: true,
+        },
+        0,
+    );
+    let mut join = None;
     loop {
-        let frame = next_text(&mut ws).await?;
-        if frame.starts_with("40") {
-            return Ok(ws);
+        while let Some(frame) = session.poll_transmit() {
+            ws.send(WsMessage::text(frame)).await?;
         }
-        if frame.starts_with("44") {
-            return Err(LoadError::Refused(frame));
-        }
-    }
-}
-
-async fn join(ws: &mut Ws, name: &str, room: &str) -> Result<(), LoadError> {
-    ws.send(WsMessage::text(format!(
-        r#"420["join",{{"name":"{name}","room":"{room}"}}]"#
-    )))
-    .await?;
-    loop {
-        let frame = next_text(ws).await?;
-        if let Some(reply) = frame.strip_prefix("430") {
-            return if reply.contains(r#""ok":true"#) {
-                Ok(())
-            } else {
-                Err(LoadError::Refused(reply.to_owned()))
-            };
-        }
-    }
-}
-
-/// The next text frame, answering pings on the way.
-async fn next_text(ws: &mut Ws) -> Result<String, LoadError> {
-    loop {
-        match ws.next().await {
-            Some(Ok(WsMessage::Text(text))) if text.as_str() == "2" => {
-                ws.send(WsMessage::text("3")).await?;
+        let mut reported = false;
+        while let Some(event) = session.poll_event() {
+            reported = true;
+            match event {
+                SessionEvent::Connected { .. } => {
+                    let request = JoinRequest {
+                        name: name.to_owned(),
+                        room: room.to_owned(),
+                        since: None,
+                        session: None,
+                        resume: false,
+                    };
+                    join = Some(session.request(now(), &request, Some(10_000)));
+                }
+                SessionEvent::Ack { id, args } if Some(id) == join => {
+                    return match session::decode_ack::<JoinReply>(args) {
+                        Ok(_) => Ok(ws),
+                        Err(refusal) => Err(LoadError::Refused(refusal.to_string())),
+                    };
+                }
+                SessionEvent::ConnectRefused(data) => {
+                    return Err(LoadError::Refused(data.to_string()))
+                }
+                SessionEvent::AckFailed { .. } | SessionEvent::Closed(_) => {
+                    return Err(LoadError::Closed)
+                }
+                _ => {}
             }
-            Some(Ok(WsMessage::Text(text))) => return Ok(text.as_str().to_owned()),
+        }
+        if reported {
+            // What was reported may have queued frames (the join): send them first.
+            continue;
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| LoadError::Unexpected("no answer within 10 s".into()))?;
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => session.handle_frame(now(), text.as_str()),
             Some(Ok(WsMessage::Close(_))) | None => return Err(LoadError::Closed),
             Some(Ok(_)) => {}
             Some(Err(err)) => return Err(err.into()),
@@ -320,8 +338,10 @@ async fn on_sender_frame(
         let id: u64 = ack[..digits]
             .parse()
             .map_err(|_| LoadError::Unexpected(text.to_owned()))?;
-        // Reply keys come sorted, so `ok` follows `message`.
-        if !ack[digits..].ends_with(r#""ok":true}]"#) {
+        // `ok` comes first (`{"ok":true,"message":...}`), or last where the server sorts
+        // the reply's keys; checking both ends keeps this a prefix/suffix test.
+        let reply = &ack[digits..];
+        if !reply.starts_with(r#"[{"ok":true"#) && !reply.ends_with(r#""ok":true}]"#) {
             return Err(LoadError::Refused(ack.to_owned()));
         }
         // Requests of one socket are answered in order.

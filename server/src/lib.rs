@@ -4,6 +4,7 @@
 mod assets;
 pub mod chat;
 pub mod config;
+pub mod logging;
 pub mod security;
 pub mod storage;
 
@@ -78,7 +79,8 @@ pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
         .with_state(leptos_options)
         .layer(socket_layer)
         .layer(axum::middleware::from_fn_with_state(
-            security::OriginPolicy::new(options.allowed_origins.clone()),
+            security::OriginPolicy::new(options.allowed_origins.clone())
+                .with_hosts(options.public_url.as_deref(), &options.allowed_hosts),
             security::check_origin,
         ))
         .layer(axum::middleware::from_fn(security::security_headers))

@@ -1,11 +1,11 @@
 use std::future::IntoFuture;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::sync::Notify;
-use tracing_subscriber::EnvFilter;
 
 // glibc's allocator spent a tenth of the server's CPU under load (small frames, rows and
 // strings freed on other threads than they were allocated on); mimalloc is cheaper there.
@@ -23,17 +23,40 @@ enum StartError {
     Storage(#[from] server::storage::StorageError),
 }
 
-#[tokio::main]
-async fn main() -> Result<(), StartError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+fn main() -> ExitCode {
+    server::logging::init();
     let config = server::Config::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("banter: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("banter: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run(config: server::Config) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    tracing::info!("Banter listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    // Taken before serving: a second server on the same database stops here, naming us.
+    let holder = format!(
+        "Banter pid {}, listening on http://{addr}",
+        std::process::id()
+    );
+    let storage = server::storage::open_as(&config.database, &holder).await?;
+    tracing::info!(database = %config.database, "storage ready");
+    tracing::info!("Banter listening on http://{addr}");
     // Acks and events are small frames, often sent back to back: with Nagle's algorithm
     // on, the second waits for the client's delayed ACK (40 ms on Linux).
     let listener = listener.tap_io(|tcp| {
@@ -41,9 +64,7 @@ async fn main() -> Result<(), StartError> {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    let storage = server::storage::open(&config.database).await?;
-    tracing::info!(database = %config.database, "storage ready");
-    let (router, io) = server::build(config.chat_options(), storage);
+    let server::Built { router, io, chat } = server::build_server(config.chat_options(), storage);
     let stopping = Arc::new(Notify::new());
     // Connection info gives the per-address limits the client's address.
     let serve = axum::serve(
@@ -54,7 +75,9 @@ async fn main() -> Result<(), StartError> {
         let stopping = stopping.clone();
         async move {
             shutdown_signal().await;
-            io.close().await;
+            // Drain: no new connection or request, what was accepted is committed and
+            // answered, then every socket is told why and closed.
+            chat.shut_down(&io).await;
             stopping.notify_one();
         }
     })

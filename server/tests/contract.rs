@@ -4,11 +4,14 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use app::protocol::{event, JoinReply, Message, Presence, SendReply, TypingNotice};
 use serde_json::{json, Value};
-use support::{assert_ok, assert_refused, client_id, now_ms, start_server, Client, QUIET};
+use support::{
+    assert_ok, assert_refused, client_id, now_ms, start_server, start_server_with, Client, QUIET,
+};
 
 /// `ts` is the server clock in ms; both ends run on this machine.
 #[track_caller]
@@ -21,6 +24,15 @@ fn assert_recent(ts: &Value, context: &str) {
         (now - 10_000..=now + 1_000).contains(&ts),
         "{context}: ts {ts} is not close to now ({now}); it must be ms since the Unix epoch"
     );
+}
+
+/// The defaults, with a departure grace short enough for tests that wait for a dropped
+/// connection to be announced as gone (`presence.rs` tests the grace itself).
+fn short_grace() -> server::ChatOptions {
+    server::ChatOptions {
+        departure_grace: Duration::from_millis(200),
+        ..server::ChatOptions::unlimited()
+    }
 }
 
 fn members(reply: &Value) -> Vec<String> {
@@ -138,7 +150,8 @@ async fn a_message_is_acked_to_the_sender_and_fanned_out_to_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_and_left_notices_go_to_the_other_members() {
-    let addr = start_server().await;
+    // A short departure grace: a dropped connection is announced as leaving soon.
+    let addr = start_server_with(short_grace()).await;
     let mut alice = Client::connect(addr, "alice").await;
     let mut bob = Client::connect(addr, "bob").await;
     alice.join("alice", "general").await;
@@ -185,7 +198,8 @@ async fn joined_and_left_notices_go_to_the_other_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_notices_name_the_right_connection() {
-    let addr = start_server().await;
+    // A short departure grace: a dropped connection is announced as leaving soon.
+    let addr = start_server_with(short_grace()).await;
     let mut alice = Client::connect(addr, "alice").await;
     let mut bob = Client::connect(addr, "bob").await;
     let mut carol = Client::connect(addr, "carol").await;
@@ -526,26 +540,40 @@ async fn typing_with_an_ack_is_answered_like_any_request() {
     support::assert_refused(&reply, "not_joined", "typing in a room not joined");
 }
 
+/// Pins a behaviour of socketioxide 0.18.9 that Banter does not work around, so that an
+/// upgrade that changes it fails here and is looked at: the namespace CONNECT (`40`) is
+/// handled in a spawned task, and an event that arrives before that task has registered
+/// the socket (that is, before the server's `40{"sid":...}` reply) finds no socket, and
+/// the server closes the whole connection without answering it (mostly after an Engine.IO
+/// close `1`, sometimes without one).
+/// Stock clients wait for the reply, as the protocol requires, and so does Banter's page.
+///
+/// Sent as separate writes, the event loses the race only now and then (10 to 20% of tries
+/// on this machine), so the test sends both frames in one write, which loses it every time.
+/// If this fails, socketioxide changed: if the join is now answered, turn this into a test
+/// that it is, and drop the note in the README (Architecture) and docs/PROTOCOL.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "socketioxide 0.18.9 handles CONNECT in a spawned task and closes the transport when an event arrives before it completes; clients must wait for 40{sid} (stock clients do). Upstream bug, pinned here."]
-async fn a_join_sent_right_behind_the_connect_is_answered() {
-    // `40` and `420["join",...]` back to back, without waiting for `40{"sid":...}`.
+async fn pinned_upstream_an_event_before_the_connect_reply_closes_the_connection() {
     let addr = start_server().await;
     for i in 0..5 {
         let name = format!("eager{i}");
-        let mut client = Client::open(addr, &name).await;
-        let reply = client
-            .request("join", json!({"name": name, "room": "general"}))
-            .await;
-        assert_eq!(reply["ok"], json!(true), "{reply}");
-        client.wait_connected().await;
-        client.assert_open();
+        let outcome = join_pipelined_behind_the_connect(addr, &name, support::ACK_TIMEOUT).await;
+        assert!(
+            !outcome.acked() && outcome.closed,
+            "[{name}] socketioxide's handling of an event sent before the CONNECT reply \
+             changed (expected: no ack, and the connection closed): {outcome:?}"
+        );
     }
+    // The server is fine: a client that waits for the reply joins.
+    let patient = Client::connect(addr, "patient").await;
+    patient.join("patient", "general").await;
+    patient.assert_open();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socketio_disconnect_packet_counts_as_leaving() {
-    let addr = start_server().await;
+    // A short departure grace: a dropped connection is announced as leaving soon.
+    let addr = start_server_with(short_grace()).await;
     let mut alice = Client::connect(addr, "alice").await;
     let bob = Client::connect(addr, "bob").await;
     alice.join("alice", "general").await;
@@ -574,4 +602,68 @@ async fn a_socketio_disconnect_packet_counts_as_leaving() {
         .await;
     assert_ok(&rejoined, "bob reclaiming his name");
     assert_eq!(rejoined["session"], token.as_str());
+}
+
+/// What became of an event sent in the same write as the namespace CONNECT `40`.
+#[derive(Debug)]
+struct Pipelined {
+    /// Every text frame the server sent, in order.
+    frames: Vec<String>,
+    /// Whether the server ended the connection (close frame or end of stream).
+    closed: bool,
+}
+
+impl Pipelined {
+    fn acked(&self) -> bool {
+        self.frames.iter().any(|f| f.starts_with("430"))
+    }
+}
+
+/// Opens a WebSocket, reads the Engine.IO open packet, then writes `40` and
+/// `420["join",...]` in one write (one TCP segment, so the server reads both before the
+/// task that handles the CONNECT can run), and records what follows for up to `limit`.
+async fn join_pipelined_behind_the_connect(
+    addr: SocketAddr,
+    name: &str,
+    limit: Duration,
+) -> Pipelined {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = tokio::time::timeout(limit, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .unwrap_or_else(|_| panic!("[{name}] WebSocket handshake timed out"))
+        .unwrap_or_else(|e| panic!("[{name}] WebSocket handshake failed: {e}"));
+    let (mut sink, mut stream) = ws.split();
+    let mut frames = Vec::new();
+    match tokio::time::timeout(limit, stream.next()).await {
+        Ok(Some(Ok(WsMessage::Text(open)))) if open.as_str().starts_with('0') => {
+            frames.push(open.as_str().to_owned())
+        }
+        other => panic!("[{name}] expected the Engine.IO open packet, got {other:?}"),
+    }
+    let join = json!(["join", {"name": name, "room": "general"}]);
+    // feed, feed, flush: both frames leave in one write.
+    sink.feed(WsMessage::text("40")).await.unwrap();
+    sink.feed(WsMessage::text(format!("420{join}")))
+        .await
+        .unwrap();
+    sink.flush().await.unwrap();
+    let closed = tokio::time::timeout(limit, async {
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(WsMessage::Text(text)) => {
+                    if text.as_str() == "2" {
+                        let _ = sink.send(WsMessage::text("3")).await;
+                    }
+                    frames.push(text.as_str().to_owned());
+                }
+                Ok(WsMessage::Close(_)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    Pipelined { frames, closed }
 }

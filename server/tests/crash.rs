@@ -60,6 +60,8 @@ struct View {
     messages: BTreeMap<u64, (String, String)>,
     acked: Vec<(u64, String)>,
     unacked: Vec<(String, String)>,
+    /// The session token that owns this client's name.
+    session: Option<String>,
 }
 
 impl View {
@@ -79,7 +81,8 @@ impl View {
     }
 }
 
-/// Joins (with `since` when given) and pages through the catch-up until complete.
+/// Joins (with `since` when given, and the session token once there is one, as
+/// PROTOCOL.md's Reconnecting asks) and pages through the catch-up until complete.
 async fn join_and_catch_up(client: &Client, name: &str, view: &mut View, since: Option<u64>) {
     let mut since = since;
     loop {
@@ -87,8 +90,13 @@ async fn join_and_catch_up(client: &Client, name: &str, view: &mut View, since: 
         if let Some(since) = since {
             payload["since"] = json!(since);
         }
+        if let Some(session) = &view.session {
+            payload["session"] = json!(session);
+            payload["resume"] = json!(true);
+        }
         let reply = client.request("join", payload).await;
         assert_eq!(reply["ok"], json!(true), "{reply}");
+        view.session = reply["session"].as_str().map(str::to_owned);
         for message in reply["history"].as_array().unwrap() {
             view.add(message);
         }

@@ -44,7 +44,12 @@ async fn invalid_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_taken_is_case_insensitive_and_server_wide() {
-    let addr = start_server().await;
+    // A short departure grace: alice's close is announced soon.
+    let addr = support::start_server_with(server::ChatOptions {
+        departure_grace: std::time::Duration::from_millis(200),
+        ..server::ChatOptions::unlimited()
+    })
+    .await;
     let alice = Client::connect(addr, "alice").await;
     let mut witness = Client::connect(addr, "witness").await;
     let token = alice.join("alice", "general").await["session"].clone();
@@ -408,20 +413,23 @@ async fn wrong_typing_payloads_are_not_relayed_and_keep_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_events_and_odd_packets_keep_the_connection() {
     let addr = start_server().await;
-    let alice = Client::connect(addr, "alice").await;
+    let mut alice = Client::connect(addr, "alice").await;
     let mut bob = Client::connect(addr, "bob").await;
     alice.join("alice", "general").await;
     bob.join("bob", "general").await;
 
-    let reply = alice
-        .start_request("no_such_event", json!({}))
-        .try_wait_for(QUIET)
-        .await;
-    // An unknown event may be ignored or refused, but not fatal.
-    if let Ok(reply) = reply {
-        assert_eq!(reply["ok"], json!(false), "{reply}");
-    }
+    // docs/PROTOCOL.md: unknown events are refused with `bad_request`, on their ack...
+    let reply = alice.request("no_such_event", json!({})).await;
+    assert_refused(&reply, "bad_request", "an unknown event with an ack id");
+    // ...or, sent without one, as an `error` event; neither closes the connection.
     alice.emit("no_such_event", json!({"x": 1}));
+    let error = alice.next_event(event::ERROR).await;
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("no_such_event"), Some("bad_request")),
+        "{error}"
+    );
+    alice.assert_open();
     // Extra arguments after the payload are ignored.
     let reply = alice
         .request_args(

@@ -65,7 +65,7 @@ async fn join_returns_the_latest_fifty_or_everything_since() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_since_is_capped_at_500_and_says_truncated() {
+async fn join_since_is_capped_and_says_truncated_until_paged_through() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     alice.join("alice", "bulk").await;
@@ -75,17 +75,69 @@ async fn join_since_is_capped_at_500_and_says_truncated() {
     let first = bob
         .request("join", json!({"name": "bob", "room": "bulk", "since": 0}))
         .await;
-    assert_eq!(ids(&first["history"]), sent[..500].to_vec());
+    let first_ids = ids(&first["history"]);
+    assert!(first_ids.len() <= 500, "at most 500 per page");
+    assert_eq!(
+        first_ids,
+        sent[..first_ids.len()].to_vec(),
+        "oldest first, from the start"
+    );
     assert_eq!(first["truncated"], json!(true));
-    // The client pages on with the last id it got.
-    let second = bob
+    // The client pages on with the last id it got, until the reply is not truncated.
+    let mut got = first_ids;
+    loop {
+        let since = *got.last().unwrap();
+        let page = bob
+            .request(
+                "join",
+                json!({"name": "bob", "room": "bulk", "since": since}),
+            )
+            .await;
+        got.extend(ids(&page["history"]));
+        if page["truncated"] == json!(false) {
+            break;
+        }
+        assert!(got.len() <= sent.len(), "paging never ends");
+    }
+    assert_eq!(got, sent, "every message once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_pages_are_bounded_in_bytes() {
+    let addr = start_server().await;
+    let alice = Client::connect(addr, "alice").await;
+    alice.join("alice", "long").await;
+    let text = "x".repeat(4000);
+    let mut sent = Vec::new();
+    for _ in 0..40 {
+        sent.push(alice.say("long", &text).await["id"].as_u64().unwrap());
+    }
+    let bob = Client::connect(addr, "bob").await;
+    let page = bob
+        .request("join", json!({"name": "bob", "room": "long", "since": 0}))
+        .await;
+    let got = ids(&page["history"]);
+    let bytes = page["history"].to_string().len();
+    assert!(
+        bytes <= app::protocol::MAX_REPLY_BYTES + 4_200,
+        "{bytes} bytes of history in one reply"
+    );
+    assert!(
+        !got.is_empty() && got.len() < sent.len(),
+        "{} of {}",
+        got.len(),
+        sent.len()
+    );
+    assert_eq!(page["truncated"], json!(true), "a page cut by size says so");
+    // `history` pages are bounded the same way, and say `more`.
+    let older = bob
         .request(
-            "join",
-            json!({"name": "bob", "room": "bulk", "since": sent[499]}),
+            "history",
+            json!({"room": "long", "before": u64::MAX >> 12, "limit": 100}),
         )
         .await;
-    assert_eq!(ids(&second["history"]), sent[500..].to_vec());
-    assert_eq!(second["truncated"], json!(false));
+    assert!(older["messages"].to_string().len() <= app::protocol::MAX_REPLY_BYTES + 4_200);
+    assert_eq!(older["more"], json!(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,15 +217,16 @@ async fn a_resent_client_id_is_stored_and_broadcast_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_lists_rooms_with_online_counts_and_last_message_time() {
+async fn rooms_lists_active_rooms_first_and_empty_rooms_only_while_someone_is_in_them() {
     let addr = start_server().await;
     let alice = Client::connect(addr, "alice").await;
     let bob = Client::connect(addr, "bob").await;
     alice.join("alice", "general").await;
+    alice.join("alice", "older").await;
+    let old = alice.say("older", "first").await;
     bob.join("bob", "general").await;
     bob.join("bob", "quiet").await;
     let sent = alice.say("general", "hello").await;
-    bob.request("leave", json!({"room": "quiet"})).await;
 
     let reply = alice.request("rooms", json!({})).await;
     assert_eq!(reply["ok"], json!(true), "{reply}");
@@ -181,7 +234,27 @@ async fn rooms_lists_rooms_with_online_counts_and_last_message_time() {
         reply["rooms"],
         json!([
             {"name": "general", "online": 2, "last_id": sent["id"], "last_ts": sent["ts"]},
-            {"name": "quiet", "online": 0, "last_id": 0, "last_ts": null},
+            {"name": "older", "online": 1, "last_id": old["id"], "last_ts": old["ts"]},
+            {"name": "quiet", "online": 1, "last_id": 0, "last_ts": null},
         ])
     );
+    // A room without a message is gone once nobody is in it.
+    bob.request("leave", json!({"room": "quiet"})).await;
+    let reply = alice.request("rooms", json!({})).await;
+    let names: Vec<&str> = reply["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["general", "older"]);
+    // Pages: one room at a time, continued with `next`.
+    let first = alice.request("rooms", json!({"limit": 1})).await;
+    assert_eq!(first["rooms"][0]["name"], "general");
+    assert_eq!(first["more"], json!(true));
+    let second = alice
+        .request("rooms", json!({"limit": 1, "cursor": first["next"]}))
+        .await;
+    assert_eq!(second["rooms"][0]["name"], "older");
+    assert!(second.get("more").is_none(), "{second}");
 }

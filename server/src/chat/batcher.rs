@@ -88,7 +88,11 @@ impl Batcher {
     }
 
     /// Commits a change and returns what became of it, once it is delivered to the room.
-    pub async fn submit(&self, change: Change, from: Option<Sid>) -> Result<Applied, ProtocolError> {
+    pub async fn submit(
+        &self,
+        change: Change,
+        from: Option<Sid>,
+    ) -> Result<Applied, ProtocolError> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight {
             count: self.in_flight.clone(),
@@ -139,7 +143,11 @@ async fn run(
         }
         match storage.append(changes).await {
             Ok(results) => {
-                if committed.send(Committed { results, waiters }).await.is_err() {
+                if committed
+                    .send(Committed { results, waiters })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

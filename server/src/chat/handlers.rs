@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use app::protocol::{
-    self, event, EditRequest, DeleteRequest, EmptyReply, ErrorCode, HistoryReply, HistoryRequest,
+    self, event, DeleteRequest, EditRequest, EmptyReply, ErrorCode, HistoryReply, HistoryRequest,
     JoinReply, JoinRequest, LeaveRequest, ProtocolError, ReactRequest, RoomActivity, RoomInfo,
     RoomsReply, RoomsRequest, SearchReply, SearchRequest, SendReply, SendRequest, TypingRequest,
     WatchReply, WatchRequest, CATCH_UP_LIMIT, JOIN_HISTORY, MAX_COUNTED_UNREAD, MAX_HISTORY_PAGE,
@@ -117,10 +117,19 @@ async fn join(
     // lose it.
     let joined = chat
         .rooms
-        .join(peer, &speaker, &req.room, req.resume, max_rooms, has_messages)
+        .join(
+            peer,
+            &speaker,
+            &req.room,
+            req.resume,
+            max_rooms,
+            has_messages,
+        )
         .map_err(|refusal| match refusal {
             JoinRefusal::TooManyRooms(max) => too_many_rooms(max),
-            JoinRefusal::Closed => ProtocolError::new(ErrorCode::Unavailable, "The connection closed."),
+            JoinRefusal::Closed => {
+                ProtocolError::new(ErrorCode::Unavailable, "The connection closed.")
+            }
         })?;
     let limit = ReadLimit {
         limit: CATCH_UP_LIMIT,
@@ -224,7 +233,10 @@ async fn identify(
         if membership.closed {
             drop(membership);
             chat.identities.release(&speaker.key, Instant::now());
-            return Err(ProtocolError::new(ErrorCode::Unavailable, "The connection closed."));
+            return Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "The connection closed.",
+            ));
         }
         membership.speaker.replace(speaker.clone())
     };
@@ -237,20 +249,25 @@ async fn identify(
 
 pub async fn on_message(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
-        .handle(chat, event::MESSAGE, Cost::Message, |chat, peer| async move {
-            // Unknown fields such as a client-supplied `author` or `id` are ignored.
-            let req: SendRequest = parse(data)?;
-            protocol::validate_client_id(&req.client_id)?;
-            let text = protocol::validate_text(&req.text)?;
-            let speaker = member_of(&peer, &req.room)?;
-            // Sending ends typing: the others are told at once.
-            chat.rooms.end_typing(&req.room, &peer);
-            let kind = ChangeKind::Post {
-                text,
-                reply_to: req.reply_to,
-            };
-            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
-        })
+        .handle(
+            chat,
+            event::MESSAGE,
+            Cost::Message,
+            |chat, peer| async move {
+                // Unknown fields such as a client-supplied `author` or `id` are ignored.
+                let req: SendRequest = parse(data)?;
+                protocol::validate_client_id(&req.client_id)?;
+                let text = protocol::validate_text(&req.text)?;
+                let speaker = member_of(&peer, &req.room)?;
+                // Sending ends typing: the others are told at once.
+                chat.rooms.end_typing(&req.room, &peer);
+                let kind = ChangeKind::Post {
+                    text,
+                    reply_to: req.reply_to,
+                };
+                change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+            },
+        )
         .await;
 }
 
@@ -269,13 +286,18 @@ pub async fn on_edit(State(chat): State<ChatState>, request: Request, TryData(da
 
 pub async fn on_delete(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
-        .handle(chat, event::DELETE, Cost::Message, |chat, peer| async move {
-            let req: DeleteRequest = parse(data)?;
-            protocol::validate_client_id(&req.client_id)?;
-            let speaker = member_of(&peer, &req.room)?;
-            let kind = ChangeKind::Delete { id: req.id };
-            change(&chat, &peer, speaker, req.room, req.client_id, kind).await
-        })
+        .handle(
+            chat,
+            event::DELETE,
+            Cost::Message,
+            |chat, peer| async move {
+                let req: DeleteRequest = parse(data)?;
+                protocol::validate_client_id(&req.client_id)?;
+                let speaker = member_of(&peer, &req.room)?;
+                let kind = ChangeKind::Delete { id: req.id };
+                change(&chat, &peer, speaker, req.room, req.client_id, kind).await
+            },
+        )
         .await;
 }
 
@@ -323,7 +345,10 @@ async fn change(
 
 fn refused(refusal: ChangeRefusal) -> ProtocolError {
     let (code, message) = match refusal {
-        ChangeRefusal::NotFound => (ErrorCode::NotFound, "There is no such message in this room."),
+        ChangeRefusal::NotFound => (
+            ErrorCode::NotFound,
+            "There is no such message in this room.",
+        ),
         ChangeRefusal::NotYours => (
             ErrorCode::NotYours,
             "Only the person who sent a message can edit or delete it.",
@@ -347,30 +372,41 @@ fn refused(refusal: ChangeRefusal) -> ProtocolError {
 
 pub async fn on_history(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
-        .handle(chat, event::HISTORY, Cost::Request, |chat, peer| async move {
-            let req: HistoryRequest = parse(data)?;
-            if !peer.conn.is_in(&req.room) {
-                return Err(not_joined(&req.room));
-            }
-            if req.limit == 0 || req.limit > MAX_HISTORY_PAGE {
-                return Err(bad_request(format!("limit must be 1 to {MAX_HISTORY_PAGE}.")));
-            }
-            let limit = ReadLimit {
-                limit: req.limit,
-                max_bytes: MAX_REPLY_BYTES,
-            };
-            let page = match (req.before, req.around) {
-                (Some(before), None) => chat.storage.before(&req.room, before, limit).await,
-                (None, Some(around)) => chat.storage.around(&req.room, around, limit).await,
-                _ => return Err(bad_request("history needs exactly one of \"before\" and \"around\".")),
-            }
-            .map_err(unavailable)?;
-            Ok(HistoryReply {
-                messages: page.messages,
-                more: page.more,
-                newer: page.newer,
-            })
-        })
+        .handle(
+            chat,
+            event::HISTORY,
+            Cost::Request,
+            |chat, peer| async move {
+                let req: HistoryRequest = parse(data)?;
+                if !peer.conn.is_in(&req.room) {
+                    return Err(not_joined(&req.room));
+                }
+                if req.limit == 0 || req.limit > MAX_HISTORY_PAGE {
+                    return Err(bad_request(format!(
+                        "limit must be 1 to {MAX_HISTORY_PAGE}."
+                    )));
+                }
+                let limit = ReadLimit {
+                    limit: req.limit,
+                    max_bytes: MAX_REPLY_BYTES,
+                };
+                let page = match (req.before, req.around) {
+                    (Some(before), None) => chat.storage.before(&req.room, before, limit).await,
+                    (None, Some(around)) => chat.storage.around(&req.room, around, limit).await,
+                    _ => {
+                        return Err(bad_request(
+                            "history needs exactly one of \"before\" and \"around\".",
+                        ))
+                    }
+                }
+                .map_err(unavailable)?;
+                Ok(HistoryReply {
+                    messages: page.messages,
+                    more: page.more,
+                    newer: page.newer,
+                })
+            },
+        )
         .await;
 }
 
@@ -395,77 +431,82 @@ fn parse_rooms_cursor(cursor: &str) -> Option<RoomsCursor> {
 
 pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
-        .handle(chat, event::ROOMS, Cost::Request, |chat, _peer| async move {
-            // The payload used to be ignored: anything but an object still means "{}".
-            let req: RoomsRequest = match data {
-                Ok(value) if value.is_object() => protocol::decode_request(value)?,
-                _ => RoomsRequest::default(),
-            };
-            let limit = req.limit.unwrap_or(ROOMS_PAGE);
-            if limit == 0 || limit > MAX_ROOMS_PAGE {
-                return Err(bad_request(format!("limit must be 1 to {MAX_ROOMS_PAGE}.")));
-            }
-            let cursor = match req.cursor.as_deref() {
-                None => None,
-                Some(cursor) => Some(parse_rooms_cursor(cursor).ok_or_else(|| {
-                    bad_request("cursor must be the \"next\" of an earlier rooms reply.")
-                })?),
-            };
-            let mut rooms = Vec::new();
-            let mut next = None;
-            if !matches!(cursor, Some(RoomsCursor::Live(_))) {
-                let after = match &cursor {
-                    Some(RoomsCursor::Stored(c)) => Some(c),
-                    _ => None,
+        .handle(
+            chat,
+            event::ROOMS,
+            Cost::Request,
+            |chat, _peer| async move {
+                // The payload used to be ignored: anything but an object still means "{}".
+                let req: RoomsRequest = match data {
+                    Ok(value) if value.is_object() => protocol::decode_request(value)?,
+                    _ => RoomsRequest::default(),
                 };
-                let stored = chat
-                    .storage
-                    .rooms(after, limit + 1)
-                    .await
-                    .map_err(unavailable)?;
-                for room in stored.into_iter().take(limit as usize + 1) {
-                    if rooms.len() == limit as usize {
-                        // One more exists: continue after the last one listed.
-                        next = rooms.last().map(|last: &RoomInfo| {
-                            format!("t:{}:{}", last.last_ts.unwrap_or(0), last.name)
+                let limit = req.limit.unwrap_or(ROOMS_PAGE);
+                if limit == 0 || limit > MAX_ROOMS_PAGE {
+                    return Err(bad_request(format!("limit must be 1 to {MAX_ROOMS_PAGE}.")));
+                }
+                let cursor = match req.cursor.as_deref() {
+                    None => None,
+                    Some(cursor) => Some(parse_rooms_cursor(cursor).ok_or_else(|| {
+                        bad_request("cursor must be the \"next\" of an earlier rooms reply.")
+                    })?),
+                };
+                let mut rooms = Vec::new();
+                let mut next = None;
+                if !matches!(cursor, Some(RoomsCursor::Live(_))) {
+                    let after = match &cursor {
+                        Some(RoomsCursor::Stored(c)) => Some(c),
+                        _ => None,
+                    };
+                    let stored = chat
+                        .storage
+                        .rooms(after, limit + 1)
+                        .await
+                        .map_err(unavailable)?;
+                    for room in stored.into_iter().take(limit as usize + 1) {
+                        if rooms.len() == limit as usize {
+                            // One more exists: continue after the last one listed.
+                            next = rooms.last().map(|last: &RoomInfo| {
+                                format!("t:{}:{}", last.last_ts.unwrap_or(0), last.name)
+                            });
+                            break;
+                        }
+                        rooms.push(RoomInfo {
+                            online: chat.rooms.online(&room.name),
+                            name: room.name,
+                            last_id: room.last_id,
+                            last_ts: room.last_ts,
                         });
-                        break;
                     }
-                    rooms.push(RoomInfo {
-                        online: chat.rooms.online(&room.name),
-                        name: room.name,
-                        last_id: room.last_id,
-                        last_ts: room.last_ts,
-                    });
                 }
-            }
-            if next.is_none() {
-                let after = match &cursor {
-                    Some(RoomsCursor::Live(name)) => Some(name.as_str()),
-                    _ => None,
-                };
-                for (name, online) in chat.rooms.without_messages() {
-                    if after.is_some_and(|after| name.as_str() <= after) {
-                        continue;
+                if next.is_none() {
+                    let after = match &cursor {
+                        Some(RoomsCursor::Live(name)) => Some(name.as_str()),
+                        _ => None,
+                    };
+                    for (name, online) in chat.rooms.without_messages() {
+                        if after.is_some_and(|after| name.as_str() <= after) {
+                            continue;
+                        }
+                        if rooms.len() == limit as usize {
+                            next = rooms.last().map(|last| format!("m:{}", last.name));
+                            break;
+                        }
+                        rooms.push(RoomInfo {
+                            name,
+                            online,
+                            last_id: 0,
+                            last_ts: None,
+                        });
                     }
-                    if rooms.len() == limit as usize {
-                        next = rooms.last().map(|last| format!("m:{}", last.name));
-                        break;
-                    }
-                    rooms.push(RoomInfo {
-                        name,
-                        online,
-                        last_id: 0,
-                        last_ts: None,
-                    });
                 }
-            }
-            Ok(RoomsReply {
-                more: next.is_some(),
-                rooms,
-                next,
-            })
-        })
+                Ok(RoomsReply {
+                    more: next.is_some(),
+                    rooms,
+                    next,
+                })
+            },
+        )
         .await;
 }
 
@@ -492,7 +533,12 @@ pub async fn on_watch(State(chat): State<ChatState>, request: Request, TryData(d
             for watched in req.rooms {
                 let (newest, unread, mentions) = chat
                     .storage
-                    .activity(&watched.room, watched.read, mention_key.as_deref(), MAX_COUNTED_UNREAD)
+                    .activity(
+                        &watched.room,
+                        watched.read,
+                        mention_key.as_deref(),
+                        MAX_COUNTED_UNREAD,
+                    )
                     .await
                     .map_err(unavailable)?;
                 rooms.push(RoomActivity {
@@ -511,38 +557,47 @@ pub async fn on_watch(State(chat): State<ChatState>, request: Request, TryData(d
 
 pub async fn on_search(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
-        .handle(chat, event::SEARCH, Cost::Search, |chat, _peer| async move {
-            let req: SearchRequest = parse(data)?;
-            let query = protocol::validate_query(&req.query)?;
-            if let Some(room) = &req.room {
-                protocol::validate_room(room)?;
-            }
-            let limit = req.limit.unwrap_or(SEARCH_RESULTS);
-            if limit == 0 || limit > MAX_SEARCH_RESULTS {
-                return Err(bad_request(format!("limit must be 1 to {MAX_SEARCH_RESULTS}.")));
-            }
-            if req
-                .cursor
-                .as_deref()
-                .is_some_and(|c| c.parse::<i64>().is_err())
-            {
-                return Err(bad_request("cursor must be the \"next\" of an earlier search reply."));
-            }
-            let limit = ReadLimit {
-                limit,
-                max_bytes: MAX_REPLY_BYTES,
-            };
-            let found = chat
-                .storage
-                .search(&query, req.room.as_deref(), limit, req.cursor.as_deref())
-                .await
-                .map_err(unavailable)?;
-            Ok(SearchReply {
-                more: found.next.is_some(),
-                results: found.messages,
-                next: found.next,
-            })
-        })
+        .handle(
+            chat,
+            event::SEARCH,
+            Cost::Search,
+            |chat, _peer| async move {
+                let req: SearchRequest = parse(data)?;
+                let query = protocol::validate_query(&req.query)?;
+                if let Some(room) = &req.room {
+                    protocol::validate_room(room)?;
+                }
+                let limit = req.limit.unwrap_or(SEARCH_RESULTS);
+                if limit == 0 || limit > MAX_SEARCH_RESULTS {
+                    return Err(bad_request(format!(
+                        "limit must be 1 to {MAX_SEARCH_RESULTS}."
+                    )));
+                }
+                if req
+                    .cursor
+                    .as_deref()
+                    .is_some_and(|c| c.parse::<i64>().is_err())
+                {
+                    return Err(bad_request(
+                        "cursor must be the \"next\" of an earlier search reply.",
+                    ));
+                }
+                let limit = ReadLimit {
+                    limit,
+                    max_bytes: MAX_REPLY_BYTES,
+                };
+                let found = chat
+                    .storage
+                    .search(&query, req.room.as_deref(), limit, req.cursor.as_deref())
+                    .await
+                    .map_err(unavailable)?;
+                Ok(SearchReply {
+                    more: found.next.is_some(),
+                    results: found.messages,
+                    next: found.next,
+                })
+            },
+        )
         .await;
 }
 
@@ -572,11 +627,7 @@ pub async fn on_leave(State(chat): State<ChatState>, request: Request, TryData(d
 }
 
 /// Any event the contract does not have.
-pub async fn on_unknown_event(
-    State(chat): State<ChatState>,
-    request: Request,
-    Event(name): Event,
-) {
+pub async fn on_unknown_event(State(chat): State<ChatState>, request: Request, Event(name): Event) {
     // The name goes back in the answer: keep a hostile one short.
     let shown: String = name.chars().take(64).collect();
     let refusal = bad_request(format!(

@@ -116,9 +116,9 @@ impl Identities {
             by_key.retain(|_, hold| hold.is_reserved(now));
         }
         if let Some(hold) = by_key.get_mut(key) {
-            if let Some(token) = presented.filter(|token| {
-                constant_time_eq(&Owner::of_token(token).0, &hold.owner.0)
-            }) {
+            if let Some(token) =
+                presented.filter(|token| constant_time_eq(&Owner::of_token(token).0, &hold.owner.0))
+            {
                 hold.holders += 1;
                 hold.released_at = None;
                 hold.name = name.to_owned();
@@ -133,7 +133,13 @@ impl Identities {
                 return Err(ClaimRefusal::Held);
             }
         }
-        let token = new_token();
+        // A free name taken with a token the client already holds keeps that token: a
+        // client whose name's record was lost (it claimed the name just before a crash)
+        // is still the same session, so its resends are still recognised. Choosing a
+        // token gains nothing else: owning a name means knowing its token.
+        let token = presented
+            .filter(|token| is_well_formed(token))
+            .map_or_else(new_token, str::to_owned);
         let owner = Owner::of_token(&token);
         let hold = Hold {
             name: name.to_owned(),
@@ -210,6 +216,14 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a presented token has the shape of the ones this server issues.
+fn is_well_formed(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Compares without stopping at the first difference, so response timing does not
 /// reveal how much of a guess was right.
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -246,12 +260,18 @@ mod tests {
         let ids = ids();
         let now = Instant::now();
         let claim = ids.claim("alice", "alice", None, now).expect("free");
-        assert_eq!(ids.claim("alice", "alice", None, now), Err(ClaimRefusal::Held));
+        assert_eq!(
+            ids.claim("alice", "alice", None, now),
+            Err(ClaimRefusal::Held)
+        );
         assert_eq!(
             ids.claim("alice", "alice", Some("guess"), now),
             Err(ClaimRefusal::Held)
         );
-        assert_eq!(ids.claim("alice", "alice", Some(&claim.token), now), Ok(claim));
+        assert_eq!(
+            ids.claim("alice", "alice", Some(&claim.token), now),
+            Ok(claim)
+        );
     }
 
     #[test]
@@ -261,18 +281,43 @@ mod tests {
         let claim = ids.claim("alice", "alice", None, start).expect("free");
         ids.release("alice", start);
         let soon = start + NAME_HOLD - Duration::from_secs(1);
-        assert_eq!(ids.claim("alice", "alice", None, soon), Err(ClaimRefusal::Held));
-        assert_eq!(ids.claim("alice", "alice", Some(&claim.token), soon), Ok(claim.clone()));
+        assert_eq!(
+            ids.claim("alice", "alice", None, soon),
+            Err(ClaimRefusal::Held)
+        );
+        assert_eq!(
+            ids.claim("alice", "alice", Some(&claim.token), soon),
+            Ok(claim.clone())
+        );
         ids.release("alice", soon);
         let later = soon + NAME_HOLD;
-        let taken_over = ids.claim("alice", "alice", None, later).expect("the hold expired");
+        let taken_over = ids
+            .claim("alice", "alice", None, later)
+            .expect("the hold expired");
         assert_ne!(taken_over.token, claim.token);
-        assert_ne!(taken_over.owner, claim.owner, "a new owner: resends cannot collide");
+        assert_ne!(
+            taken_over.owner, claim.owner,
+            "a new owner: resends cannot collide"
+        );
         assert_eq!(
             ids.claim("alice", "alice", Some(&claim.token), later),
             Err(ClaimRefusal::Held),
             "the old token no longer owns the name"
         );
+    }
+
+    #[test]
+    fn a_free_name_taken_with_a_token_keeps_it() {
+        let ids = ids();
+        let now = Instant::now();
+        let token = "0123456789abcdef0123456789abcdef";
+        let claim = ids.claim("alice", "alice", Some(token), now).expect("free");
+        assert_eq!(
+            claim.token, token,
+            "the session survives a lost name record"
+        );
+        let fresh = ids.claim("bob", "bob", Some("short"), now).expect("free");
+        assert_ne!(fresh.token, "short", "only well-formed tokens are kept");
     }
 
     #[test]
@@ -294,15 +339,23 @@ mod tests {
     fn restored_holds_keep_names_for_their_owners_after_a_restart() {
         let before = Identities::default();
         before.restore(Vec::new(), Instant::now());
-        let claim = before.claim("alice", "Alice", None, Instant::now()).unwrap();
+        let claim = before
+            .claim("alice", "Alice", None, Instant::now())
+            .unwrap();
         let records = before.take_dirty(false);
         assert_eq!(records.len(), 1);
-        assert!(!records[0].owner.contains(&claim.token), "only a hash is stored");
+        assert!(
+            !records[0].owner.contains(&claim.token),
+            "only a hash is stored"
+        );
 
         let after = Identities::default();
         let restart = Instant::now();
         after.restore(records, restart);
-        assert_eq!(after.claim("alice", "alice", None, restart), Err(ClaimRefusal::Held));
+        assert_eq!(
+            after.claim("alice", "alice", None, restart),
+            Err(ClaimRefusal::Held)
+        );
         assert_eq!(
             after.claim("alice", "Alice", Some(&claim.token), restart),
             Ok(claim)

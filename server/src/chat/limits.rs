@@ -525,15 +525,29 @@ mod tests {
         let xff = |values: &[&str]| forwarded_client("X-Forwarded-For", values);
         assert_eq!(xff(&["1.2.3.4"]), Some(ip("1.2.3.4")));
         assert_eq!(xff(&["6.6.6.6, 1.2.3.4"]), Some(ip("1.2.3.4")));
-        assert_eq!(xff(&["6.6.6.6", "1.2.3.4"]), Some(ip("1.2.3.4")), "header lines in order");
-        assert_eq!(xff(&["1.2.3.4, garbage"]), None, "never skips to an entry the client wrote");
+        assert_eq!(
+            xff(&["6.6.6.6", "1.2.3.4"]),
+            Some(ip("1.2.3.4")),
+            "header lines in order"
+        );
+        assert_eq!(
+            xff(&["1.2.3.4, garbage"]),
+            None,
+            "never skips to an entry the client wrote"
+        );
         assert_eq!(xff(&["1.2.3.4, "]), None);
         assert_eq!(xff(&[]), None);
         assert_eq!(xff(&["[2001:db8::1]:4711"]), Some(ip("2001:db8::1")));
         assert_eq!(xff(&["10.0.0.1:80"]), Some(ip("10.0.0.1")));
         let fwd = |values: &[&str]| forwarded_client("Forwarded", values);
-        assert_eq!(fwd(&["for=192.0.2.60;proto=http;by=203.0.113.43"]), Some(ip("192.0.2.60")));
-        assert_eq!(fwd(&["for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\""]), Some(ip("2001:db8:cafe::17")));
+        assert_eq!(
+            fwd(&["for=192.0.2.60;proto=http;by=203.0.113.43"]),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            fwd(&["for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\""]),
+            Some(ip("2001:db8:cafe::17"))
+        );
         assert_eq!(fwd(&["for=1.2.3.4, for=unknown"]), None);
         assert_eq!(fwd(&["for=1.2.3.4, proto=https"]), None);
     }

@@ -51,10 +51,17 @@ pub struct ChatOptions {
     pub send_buffer_total: usize,
     /// Rooms one socket may be in at once.
     pub max_rooms_per_socket: usize,
+    /// How long someone whose last connection to a room dropped still counts as there
+    /// (see `rooms.rs`).
+    pub departure_grace: Duration,
     /// Changes the batcher commits in one transaction at most.
     pub max_batch: usize,
     /// Origins besides the server's own whose pages may connect.
     pub allowed_origins: Vec<String>,
+    /// The address people open Banter at (`--public-url`): then only its host, and
+    /// `allowed_hosts`, are accepted in the Host header of a Socket.IO handshake.
+    pub public_url: Option<String>,
+    pub allowed_hosts: Vec<String>,
     /// Rate limits and connection caps.
     pub limits: AbuseLimits,
 }
@@ -66,8 +73,11 @@ impl Default for ChatOptions {
             send_buffer_bytes: 2 * 1024 * 1024,
             send_buffer_total: 512 * 1024 * 1024,
             max_rooms_per_socket: 32,
+            departure_grace: Duration::from_millis(protocol::DEPARTURE_GRACE_MS),
             max_batch: 512,
             allowed_origins: Vec::new(),
+            public_url: None,
+            allowed_hosts: Vec::new(),
             limits: AbuseLimits::default(),
         }
     }
@@ -113,8 +123,8 @@ impl Chat {
                 options.send_buffer_total,
                 evictions,
             ),
+            rooms: Arc::new(Rooms::new(options.departure_grace)),
             options,
-            rooms: Arc::default(),
             identities: Identities::default(),
             watchers: Arc::default(),
             storage,
@@ -132,7 +142,11 @@ impl Chat {
     /// Sends a committed change to its room (and its watchers): `message` for a new
     /// message, `updated` for a change to one; not to the connection that made it.
     fn deliver(&self, message: &Message, is_post: bool, from: Option<socketioxide::socket::Sid>) {
-        let event = if is_post { event::MESSAGE } else { event::UPDATED };
+        let event = if is_post {
+            event::MESSAGE
+        } else {
+            event::UPDATED
+        };
         self.rooms.with(&message.room, |room| {
             room.has_messages = true;
             // Serialized once for every member.
@@ -178,7 +192,10 @@ impl Chat {
 /// Cuts loose the connections outlets report as not reading: they leave every room at
 /// once (so nothing more is queued for them and the others see them go) and are closed
 /// as soon as socketioxide lets us. They reconnect and catch up from history.
-async fn evict_slow_consumers(chat: std::sync::Weak<Chat>, mut evicted: mpsc::UnboundedReceiver<Peer>) {
+async fn evict_slow_consumers(
+    chat: std::sync::Weak<Chat>,
+    mut evicted: mpsc::UnboundedReceiver<Peer>,
+) {
     while let Some(peer) = evicted.recv().await {
         let Some(chat) = chat.upgrade() else { return };
         tracing::warn!(sid = %peer.sid(), "disconnecting a slow consumer");
@@ -270,7 +287,9 @@ pub async fn register_handlers(
     }
     let socket_ref = SocketRef::from(socket.clone());
     let client = limits::client_key(&socket_ref, chat.options.limits.client_ip_header.as_deref())
-        .inspect_err(|refusal| tracing::warn!(sid = %socket.id, %refusal, "connection refused"))?;
+        .inspect_err(
+        |refusal| tracing::warn!(sid = %socket.id, %refusal, "connection refused"),
+    )?;
     let slot = chat.clients.admit(client).inspect_err(|refusal| {
         tracing::info!(sid = %socket.id, ?client, %refusal, "connection refused");
     })?;

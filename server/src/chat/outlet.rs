@@ -70,9 +70,7 @@ impl Outgoing {
 
 /// JSON serialized once, to be sent to many connections.
 pub fn shared_json<T: serde::Serialize + ?Sized>(data: &T) -> Option<Arc<RawValue>> {
-    serde_json::value::to_raw_value(data)
-        .ok()
-        .map(Arc::from)
+    serde_json::value::to_raw_value(data).ok().map(Arc::from)
 }
 
 /// Byte budgets shared by every outlet, and where evictions are reported.

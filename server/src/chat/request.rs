@@ -17,7 +17,7 @@ use socketioxide::socket::Socket;
 
 use super::connection::{connection_of, Bucket, Peer};
 use super::limits::{retry_after_ms, ClientBudget};
-use super::outlet::{Outgoing, shared_json};
+use super::outlet::{shared_json, Outgoing};
 use super::{disconnect_flooder, ChatState};
 
 /// What a request costs against the rate limits.
@@ -88,7 +88,9 @@ impl Request {
         F: FnOnce(ChatState, Peer) -> Fut,
         Fut: Future<Output = Result<T, ProtocolError>>,
     {
-        let Some(peer) = self.peer.clone() else { return };
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
         let conn = peer.conn.clone();
         let _turn = conn.turnstile.wait(self.ticket).await;
         // A request still waiting when its connection closed must not act for it: it
@@ -120,7 +122,10 @@ impl Request {
     fn respond<T: Serialize>(self, peer: &Peer, event: &str, result: Result<T, ProtocolError>) {
         match (result, self.ack_id) {
             (Ok(body), Some(id)) => {
-                if let Ok(json) = serde_json::value::to_raw_value(&OkReply { ok: true, body: &body }) {
+                if let Ok(json) = serde_json::value::to_raw_value(&OkReply {
+                    ok: true,
+                    body: &body,
+                }) {
                     peer.send(Outgoing::Ack { id, json });
                 }
             }

@@ -9,7 +9,7 @@
 //! Presence: a person arriving is announced at once to protocol 1 members (`joined`) and
 //! in the next batch to protocol 2 members (`presence`, at most every
 //! [`PRESENCE_BATCH_MS`] per room). A person whose last connection *drops* stays listed
-//! for [`DEPARTURE_GRACE_MS`]: coming back within it (a reload, a reconnect) is announced
+//! for the departure grace (`--departure-grace-ms`, 10 s by default): coming back within it (a reload, a reconnect) is announced
 //! to nobody; otherwise they are announced as leaving when it runs out. An explicit
 //! `leave` is announced at once.
 //!
@@ -21,15 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use app::protocol::{
-    event, Presence, PresenceNotice, TypingNotice, DEPARTURE_GRACE_MS, MAX_MEMBERS_LISTED,
-    PRESENCE_BATCH_MS, PROTOCOL_VERSION,
+    event, Presence, PresenceNotice, TypingNotice, MAX_MEMBERS_LISTED, PRESENCE_BATCH_MS,
+    PROTOCOL_VERSION,
 };
 use socketioxide::socket::Sid;
 
 use super::connection::{Peer, Speaker};
+use super::now_ms;
 use super::outlet::{shared_json, Outgoing};
 use super::typing::{Relay, TypingRelay, TYPING_TTL_MS};
-use super::now_ms;
 use crate::lock;
 
 struct Member {
@@ -160,7 +160,14 @@ impl Room {
 
     /// Tells protocol 1 members now and queues the news for protocol 2 members; returns
     /// whether a batch must be scheduled.
-    fn announce(&mut self, room: &str, name: &str, arrived: bool, announce: bool, except: Option<Sid>) -> bool {
+    fn announce(
+        &mut self,
+        room: &str,
+        name: &str,
+        arrived: bool,
+        announce: bool,
+        except: Option<Sid>,
+    ) -> bool {
         let notice = Presence {
             room: room.to_owned(),
             name: name.to_owned(),
@@ -184,12 +191,20 @@ impl Room {
     }
 }
 
-#[derive(Default)]
 pub struct Rooms {
     map: Mutex<HashMap<String, Arc<RoomCell>>>,
+    grace: Duration,
 }
 
 impl Rooms {
+    /// Rooms whose departures are announced `grace` after a connection drops.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            map: Mutex::default(),
+            grace,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<RoomCell>> {
         lock(&self.map).get(name).cloned()
     }
@@ -223,7 +238,8 @@ impl Rooms {
             .iter()
             .filter_map(|cell| {
                 let room = lock(&cell.state);
-                (!room.has_messages && room.online() > 0).then(|| (cell.name.clone(), room.online()))
+                (!room.has_messages && room.online() > 0)
+                    .then(|| (cell.name.clone(), room.online()))
             })
             .collect();
         rooms.sort();
@@ -335,7 +351,11 @@ impl Rooms {
             return;
         };
         let person = &mut room.people[index];
-        let at = person.members.iter().position(|m| m.peer.sid() == sid).unwrap_or(0);
+        let at = person
+            .members
+            .iter()
+            .position(|m| m.peer.sid() == sid)
+            .unwrap_or(0);
         let member = person.members.remove(at);
         let person_name = person.name.clone();
         let key = person.key.clone();
@@ -362,9 +382,9 @@ impl Rooms {
                 room.departures += 1;
                 let departure = room.departures;
                 room.people[index].departing = Some(departure);
-                let (rooms, cell) = (self.clone(), cell.clone());
+                let (rooms, cell, grace) = (self.clone(), cell.clone(), self.grace);
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(DEPARTURE_GRACE_MS)).await;
+                    tokio::time::sleep(grace).await;
                     rooms.end_grace(&cell, &key, departure);
                 });
             }
@@ -379,8 +399,11 @@ impl Rooms {
     /// A departure's grace ran out: if they did not come back, they left.
     fn end_grace(self: &Arc<Self>, cell: &Arc<RoomCell>, key: &str, departure: u64) {
         let mut room = lock(&cell.state);
-        let Some(index) = room.person(key) else { return };
-        if room.people[index].departing != Some(departure) || !room.people[index].members.is_empty() {
+        let Some(index) = room.person(key) else {
+            return;
+        };
+        if room.people[index].departing != Some(departure) || !room.people[index].members.is_empty()
+        {
             return;
         }
         let person = room.people.remove(index);
@@ -435,7 +458,9 @@ impl Rooms {
     pub fn end_typing(&self, name: &str, peer: &Peer) {
         let Some(cell) = self.get(name) else { return };
         let mut room = lock(&cell.state);
-        let Some(person_name) = room.name_of(peer.sid()) else { return };
+        let Some(person_name) = room.name_of(peer.sid()) else {
+            return;
+        };
         let ended = room
             .member_mut(peer.sid())
             .is_some_and(|m| m.typing.end_for_message(Instant::now()));
@@ -468,7 +493,8 @@ impl Rooms {
                 tokio::time::sleep(Duration::from_millis(TYPING_TTL_MS)).await;
                 let expired = {
                     let mut room = lock(&cell.state);
-                    room.member_mut(sid).is_some_and(|m| m.typing.expire(generation))
+                    room.member_mut(sid)
+                        .is_some_and(|m| m.typing.expire(generation))
                 };
                 if expired {
                     rooms.relay_typing(&cell, sid, false);
@@ -481,8 +507,12 @@ impl Rooms {
     fn relay_typing(self: &Arc<Self>, cell: &Arc<RoomCell>, sid: Sid, deferred: bool) {
         let now = Instant::now();
         let mut room = lock(&cell.state);
-        let Some(name) = room.name_of(sid) else { return };
-        let Some(member) = room.member_mut(sid) else { return };
+        let Some(name) = room.name_of(sid) else {
+            return;
+        };
+        let Some(member) = room.member_mut(sid) else {
+            return;
+        };
         let decision = if deferred {
             member.typing.retry(now)
         } else {

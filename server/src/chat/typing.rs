@@ -114,7 +114,11 @@ mod tests {
         relay.report(true);
         assert_eq!(relay.next(start), Relay::Nothing, "already queued");
         relay.report(false);
-        assert_eq!(relay.retry(at), Relay::Now(false), "the latest state goes out");
+        assert_eq!(
+            relay.retry(at),
+            Relay::Now(false),
+            "the latest state goes out"
+        );
         assert_eq!(relay.next(at), Relay::Nothing);
     }
 

@@ -74,22 +74,10 @@ impl Owner {
 /// What a change does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeKind {
-    Post {
-        text: String,
-        reply_to: Option<u64>,
-    },
-    Edit {
-        id: u64,
-        text: String,
-    },
-    Delete {
-        id: u64,
-    },
-    React {
-        id: u64,
-        emoji: String,
-        add: bool,
-    },
+    Post { text: String, reply_to: Option<u64> },
+    Edit { id: u64, text: String },
+    Delete { id: u64 },
+    React { id: u64, emoji: String, add: bool },
 }
 
 impl ChangeKind {
@@ -218,8 +206,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageFuture<'a, CatchUp>;
 
     /// The newest messages with ids below `before`.
-    fn before<'a>(&'a self, room: &'a str, before: u64, limit: ReadLimit)
-        -> StorageFuture<'a, Page>;
+    fn before<'a>(
+        &'a self,
+        room: &'a str,
+        before: u64,
+        limit: ReadLimit,
+    ) -> StorageFuture<'a, Page>;
 
     /// The message `id` and its neighbours: about half of `limit` older, the rest newer.
     fn around<'a>(&'a self, room: &'a str, id: u64, limit: ReadLimit) -> StorageFuture<'a, Page>;
@@ -431,11 +423,9 @@ impl StoredMessage {
                 if *add {
                     let kinds = self.reactions.0.len();
                     let known = self.reactions.0.iter().any(|r| r.emoji == *emoji);
-                    let mine = self
-                        .reactions
-                        .0
-                        .iter()
-                        .any(|r| r.emoji == *emoji && r.by.iter().any(|(o, _)| *o == change.owner.0));
+                    let mine = self.reactions.0.iter().any(|r| {
+                        r.emoji == *emoji && r.by.iter().any(|(o, _)| *o == change.owner.0)
+                    });
                     if !mine {
                         if !known && kinds >= MAX_REACTION_KINDS {
                             return Err(ChangeRefusal::TooManyReactionKinds);
@@ -487,8 +477,14 @@ pub fn fit(messages: &mut Vec<Message>, max_bytes: usize, keep_last: bool) -> bo
 
 /// Opens the storage a `--database` URL names, creating and migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
+    open_as(url, &format!("pid {}", std::process::id())).await
+}
+
+/// Like [`open`]; `holder` tells a second server that finds the database taken who
+/// holds it.
+pub async fn open_as(url: &str, holder: &str) -> Result<Arc<dyn Storage>, StorageError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStorage::open(url).await?))
+        Ok(Arc::new(SqliteStorage::open_as(url, holder).await?))
     } else {
         Err(StorageError::UnsupportedUrl(url.to_owned()))
     }
@@ -530,7 +526,15 @@ mod tests {
     #[test]
     fn only_the_owner_edits_and_deletes() {
         let mut m = stored();
-        let edit = |who| change(who, ChangeKind::Edit { id: 1, text: "yo".into() });
+        let edit = |who| {
+            change(
+                who,
+                ChangeKind::Edit {
+                    id: 1,
+                    text: "yo".into(),
+                },
+            )
+        };
         assert_eq!(m.apply(&edit("bob")), Err(ChangeRefusal::NotYours));
         assert_eq!(m.apply(&edit("ann")), Ok(true));
         assert_eq!((m.text.as_str(), m.edited_ts, m.edits), ("yo", Some(9), 1));
@@ -547,7 +551,14 @@ mod tests {
     fn reactions_toggle_and_are_bounded() {
         let mut m = stored();
         let react = |who, emoji: &str, add| {
-            change(who, ChangeKind::React { id: 1, emoji: emoji.into(), add })
+            change(
+                who,
+                ChangeKind::React {
+                    id: 1,
+                    emoji: emoji.into(),
+                    add,
+                },
+            )
         };
         assert_eq!(m.apply(&react("bob", "👍", true)), Ok(true));
         assert_eq!(m.apply(&react("bob", "👍", true)), Ok(false));
@@ -586,7 +597,7 @@ mod tests {
         };
         let mut ms: Vec<Message> = (1..=10).map(m).collect();
         let one = json_size(&ms[0]);
-        assert!(fit(&mut ms, one * 3, true));
+        assert!(fit(&mut ms, one * 3 + 2, true));
         assert_eq!(ms.iter().map(|m| m.id).collect::<Vec<_>>(), vec![8, 9, 10]);
         let mut ms: Vec<Message> = (1..=10).map(m).collect();
         assert!(fit(&mut ms, 1, false));

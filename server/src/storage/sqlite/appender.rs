@@ -89,7 +89,7 @@ const REMEMBERED_ROOMS: usize = 100_000;
 fn journal_schema() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS message_journal (
-            seq              INTEGER PRIMARY KEY,
+            seq              INTEGER PRIMARY KEY AUTOINCREMENT,
             room             TEXT    NOT NULL,
             id               INTEGER NOT NULL,
             rev              INTEGER NOT NULL,
@@ -350,7 +350,8 @@ fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageE
     )?;
     let mut insert =
         tx.prepare_cached("INSERT INTO main.messages_fts (text, room, id) VALUES (?1, ?2, ?3)")?;
-    let mut update = tx.prepare_cached("UPDATE main.messages_fts SET text = ?1 WHERE rowid = ?2")?;
+    let mut update =
+        tx.prepare_cached("UPDATE main.messages_fts SET text = ?1 WHERE rowid = ?2")?;
     let mut remove = tx.prepare_cached("DELETE FROM main.messages_fts WHERE rowid = ?1")?;
     let mut link =
         tx.prepare_cached("UPDATE main.messages SET fts = ?3 WHERE room = ?1 AND id = ?2")?;
@@ -440,8 +441,8 @@ struct Journal {
     seqs: HashMap<String, u64>,
     /// Rows in the journal.
     rows: usize,
-    /// The highest seq appended. Seqs are rowids: once the journal is empty they may start
-    /// over, which is harmless because a move takes every row up to the seq it is given.
+    /// The highest seq appended. AUTOINCREMENT: seqs never start over, so "every row up
+    /// to N" never takes in a row appended after a move began.
     last_row: i64,
     /// Whether the mover is at work.
     moving: bool,
@@ -608,7 +609,9 @@ impl Journal {
                 };
                 match message.apply(change) {
                     Err(refusal) => return Ok(Applied::Refused(refusal)),
-                    Ok(false) => return Ok(Applied::Unchanged(self.public(tx, scratch, &message)?)),
+                    Ok(false) => {
+                        return Ok(Applied::Unchanged(self.public(tx, scratch, &message)?))
+                    }
                     Ok(true) => {}
                 }
                 message.rev = self.next_seq(tx, scratch, &change.room)?;
@@ -662,7 +665,11 @@ impl Journal {
         scratch: &Scratch,
         key: &ChangeKey,
     ) -> Result<Option<u64>, StorageError> {
-        if let Some((_, id)) = scratch.change_ids.get(key).or_else(|| self.change_ids.get(key)) {
+        if let Some((_, id)) = scratch
+            .change_ids
+            .get(key)
+            .or_else(|| self.change_ids.get(key))
+        {
             return Ok(Some(*id));
         }
         let id: Option<i64> = tx
@@ -727,8 +734,9 @@ impl Journal {
                     "SELECT MAX(rev) FROM main.messages WHERE room = ?1",
                     "SELECT MAX(last_seq) FROM main.rooms WHERE name = ?1",
                 ] {
-                    let found: Option<i64> =
-                        tx.prepare_cached(query)?.query_row(params![room], |row| row.get(0))?;
+                    let found: Option<i64> = tx
+                        .prepare_cached(query)?
+                        .query_row(params![room], |row| row.get(0))?;
                     last = last.max(found.map(from_i64).transpose()?.unwrap_or(0));
                 }
                 last

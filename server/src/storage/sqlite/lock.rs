@@ -51,7 +51,11 @@ impl DatabaseLock {
                 return Err(StorageError::Locked(format!(
                     "{} is held by {} (lock file {})",
                     main.display(),
-                    if other.is_empty() { "another process" } else { other },
+                    if other.is_empty() {
+                        "another process"
+                    } else {
+                        other
+                    },
                     path.display()
                 )));
             }
@@ -59,7 +63,8 @@ impl DatabaseLock {
         }
         file.set_len(0).map_err(StorageError::File)?;
         file.seek(SeekFrom::Start(0)).map_err(StorageError::File)?;
-        file.write_all(holder.as_bytes()).map_err(StorageError::File)?;
+        file.write_all(holder.as_bytes())
+            .map_err(StorageError::File)?;
         file.flush().map_err(StorageError::File)?;
         Ok(Self { _file: file })
     }

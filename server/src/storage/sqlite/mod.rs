@@ -84,9 +84,7 @@ impl SqliteStorage {
             None
         };
         appender::prepare_journal(&main)?;
-        let journal_file = appender::journal_path(&main)
-            .to_string_lossy()
-            .into_owned();
+        let journal_file = appender::journal_path(&main).to_string_lossy().into_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_connect(move |connection, _| {
@@ -343,11 +341,8 @@ impl SqliteStorage {
             to_i64(up_to.unwrap_or(u64::MAX >> 1)),
         )
         .await?;
-        let mut messages: Vec<StoredMessage> = merged
-            .0
-            .into_values()
-            .filter(|m| m.rev > seq)
-            .collect();
+        let mut messages: Vec<StoredMessage> =
+            merged.0.into_values().filter(|m| m.rev > seq).collect();
         messages.sort_by_key(|m| m.rev);
         let more = messages.len() > limit as usize;
         messages.truncate(limit as usize);
@@ -382,8 +377,9 @@ impl Storage for SqliteStorage {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let (history, mut truncated) = self.after_in(&mut tx, room, since, limit.limit).await?;
-            let (updates, mut too_many) =
-                self.changed_in(&mut tx, room, since, Some(since), limit.limit).await?;
+            let (updates, mut too_many) = self
+                .changed_in(&mut tx, room, since, Some(since), limit.limit)
+                .await?;
             let mut history = self.public(&mut tx, room, history).await?;
             let mut updates = self.public(&mut tx, room, updates).await?;
             tx.commit().await?;
@@ -507,9 +503,8 @@ impl Storage for SqliteStorage {
             // Rooms in the journal may sit anywhere in `rooms`: read enough past the page
             // that the page is right after they move up.
             let wanted = i64::from(limit) + newest.len() as i64;
-            let (ts, name) = cursor.map_or((i64::MAX, String::new()), |c| {
-                (c.last_ts, c.name.clone())
-            });
+            let (ts, name) =
+                cursor.map_or((i64::MAX, String::new()), |c| (c.last_ts, c.name.clone()));
             let stored = sqlx::query(
                 "SELECT name, last_id, last_ts FROM main.rooms
                  WHERE last_ts < ?1 OR (last_ts = ?1 AND name < ?2) OR ?3
@@ -533,10 +528,11 @@ impl Storage for SqliteStorage {
                 if !rooms.contains_key(&room) {
                     // Its journal rows may be changes to old messages: compare with what
                     // `rooms` holds of it.
-                    let known = sqlx::query("SELECT last_id, last_ts FROM main.rooms WHERE name = ?1")
-                        .bind(&room)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let known =
+                        sqlx::query("SELECT last_id, last_ts FROM main.rooms WHERE name = ?1")
+                            .bind(&room)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if let Some(row) = known {
                         let last_ts: Option<i64> = row.try_get("last_ts")?;
                         rooms.insert(
@@ -637,9 +633,9 @@ impl Storage for SqliteStorage {
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let before = match cursor {
-                Some(cursor) => cursor.parse::<i64>().map_err(|_| {
-                    StorageError::OutOfRange(format!("search cursor {cursor:?}"))
-                })?,
+                Some(cursor) => cursor
+                    .parse::<i64>()
+                    .map_err(|_| StorageError::OutOfRange(format!("search cursor {cursor:?}")))?,
                 None => i64::MAX,
             };
             // Edited and deleted text may still be indexed until its journal rows move:
@@ -663,7 +659,11 @@ impl Storage for SqliteStorage {
                 let room: String = hit.try_get("room")?;
                 keys.push((row, room, from_i64(hit.try_get("id")?)?));
             }
-            let latest = load_many(&mut tx, keys.iter().map(|(_, room, id)| (room.as_str(), *id))).await?;
+            let latest = load_many(
+                &mut tx,
+                keys.iter().map(|(_, room, id)| (room.as_str(), *id)),
+            )
+            .await?;
             let mut found = Vec::new();
             let mut bytes = 0;
             let mut examined = 0;
@@ -690,7 +690,10 @@ impl Storage for SqliteStorage {
             // More may follow when candidates were left unexamined or the page was full.
             let more = examined < keys.len() || keys.len() == candidates as usize;
             let next = more
-                .then(|| keys.get(examined.saturating_sub(1)).map(|(row, _, _)| row.to_string()))
+                .then(|| {
+                    keys.get(examined.saturating_sub(1))
+                        .map(|(row, _, _)| row.to_string())
+                })
                 .flatten();
             Ok(Found {
                 messages: found,
@@ -701,12 +704,11 @@ impl Storage for SqliteStorage {
 
     fn load_names(&self, since_ms: i64) -> StorageFuture<'_, Vec<NameRecord>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT key, name, owner, last_seen FROM names WHERE last_seen >= ?1",
-            )
-            .bind(since_ms)
-            .fetch_all(&self.pool)
-            .await?;
+            let rows =
+                sqlx::query("SELECT key, name, owner, last_seen FROM names WHERE last_seen >= ?1")
+                    .bind(since_ms)
+                    .fetch_all(&self.pool)
+                    .await?;
             rows.iter()
                 .map(|row| {
                     Ok(NameRecord {

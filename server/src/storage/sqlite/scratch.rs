@@ -69,4 +69,3 @@ impl Drop for ScratchFile {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
