@@ -42,8 +42,6 @@
 //! the server last said was online, also while this page is offline
 //! ([`View::connection`] says so).
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use crate::client::log::{Line, LineKind, Log, Merged};
@@ -312,6 +310,67 @@ pub fn typing_text(names: &[String]) -> Option<String> {
     }
 }
 
+/// A small map as a vector: these hold a handful of entries, and a hash map's code for
+/// each key and value type would cost the wasm more than the linear search costs time.
+#[derive(Debug, Clone)]
+struct VecMap<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for VecMap<K, V> {
+    fn default() -> Self {
+        VecMap(Vec::new())
+    }
+}
+
+impl<K: PartialEq, V> VecMap<K, V> {
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.0
+            .iter()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.0
+            .iter_mut()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let index = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl<K: PartialEq, V> FromIterator<(K, V)> for VecMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut map = VecMap::default();
+        for (k, v) in iter {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
 /// A monotonic clock made from wall-clock readings.
 #[derive(Debug, Clone, Default)]
 struct Clock {
@@ -467,7 +526,7 @@ pub struct Chat {
     link: Link,
     next_conn: u64,
     backoff: Backoff,
-    awaiting: HashMap<u64, Awaiting>,
+    awaiting: VecMap<u64, Awaiting>,
 
     // Identity and membership.
     wanted_name: Option<String>,
@@ -504,7 +563,7 @@ pub struct Chat {
     rooms_flush_at: Option<Millis>,
     watch_supported: Option<bool>,
     watch_retry_at: Option<Millis>,
-    counts: HashMap<String, Counts>,
+    counts: VecMap<String, Counts>,
 
     // History and search.
     history_in_flight: Vec<HistoryWant>,
@@ -526,12 +585,17 @@ fn load_rooms(stored: &dyn Fn(&str) -> Option<String>) -> Vec<WatchedRoom> {
     if let Some(rooms) = stored(keys::ROOMS).and_then(|json| serde_json::from_str(&json).ok()) {
         return rooms;
     }
-    let old: HashMap<String, u64> = stored(keys::OLD_READ)
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default();
+    let old: Option<Value> =
+        stored(keys::OLD_READ).and_then(|json| serde_json::from_str(&json).ok());
     let mut rooms: Vec<WatchedRoom> = old
+        .as_ref()
+        .and_then(Value::as_object)
         .into_iter()
-        .map(|(room, read)| WatchedRoom { room, read })
+        .flatten()
+        .map(|(room, read)| WatchedRoom {
+            room: room.clone(),
+            read: read.as_u64().unwrap_or(0),
+        })
         .collect();
     rooms.sort_by(|a, b| b.read.cmp(&a.read).then(a.room.cmp(&b.room)));
     rooms
@@ -591,7 +655,7 @@ impl Chat {
             link: Link::Down { retry_at: mono },
             next_conn: 0,
             backoff: Backoff::default(),
-            awaiting: HashMap::new(),
+            awaiting: VecMap::default(),
             stored_name: wanted_name.clone(),
             wanted_name,
             token: stored(keys::SESSION).filter(|token| !token.is_empty()),
@@ -617,7 +681,7 @@ impl Chat {
             rooms_flush_at: None,
             watch_supported: None,
             watch_retry_at: None,
-            counts: HashMap::new(),
+            counts: VecMap::default(),
             history_in_flight: Vec::new(),
             around_wanted: None,
             history_retry_at: None,

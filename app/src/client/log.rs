@@ -28,8 +28,6 @@
 //! page brings their current version when they are needed). Notices ("bob joined") are
 //! placed where they happened and are not kept in id order.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::client::outbox::{Change, Item, Outbox};
 use crate::protocol::{excerpt, Message, Reaction, ReplyPreview};
 
@@ -138,9 +136,9 @@ pub enum Merged {
 pub struct Log {
     lines: Vec<Line>,
     /// The server's latest version of every delivered message shown.
-    messages: BTreeMap<u64, Message>,
-    /// Ids with messages just older than them possibly missing.
-    gaps: BTreeSet<u64>,
+    messages: ById,
+    /// Ids with messages just older than them possibly missing (few).
+    gaps: Vec<u64>,
     next_uid: u64,
     next_revision: u64,
 }
@@ -151,37 +149,35 @@ impl Log {
     }
 
     pub fn message(&self, id: u64) -> Option<&Message> {
-        self.messages.get(&id)
+        self.messages.get(id)
     }
 
     pub fn holds(&self, id: u64) -> bool {
-        self.messages.contains_key(&id)
+        self.messages.get(id).is_some()
     }
 
     pub fn oldest_id(&self) -> Option<u64> {
-        self.messages.keys().next().copied()
+        self.messages.0.first().map(|m| m.id)
     }
 
     pub fn newest_id(&self) -> Option<u64> {
-        self.messages.keys().next_back().copied()
+        self.messages.0.last().map(|m| m.id)
     }
 
     /// The messages held with ids above `id`, oldest first.
     pub fn messages_after(&self, id: u64) -> impl Iterator<Item = &Message> {
-        self.messages.range(id.saturating_add(1)..).map(|(_, m)| m)
+        self.messages.0[self.messages.above(id)..].iter()
     }
 
     /// The newest id held below `id`.
     pub fn held_below(&self, id: u64) -> Option<u64> {
-        self.messages.range(..id).next_back().map(|(id, _)| *id)
+        let below = self.messages.0.partition_point(|m| m.id < id);
+        below.checked_sub(1).map(|i| self.messages.0[i].id)
     }
 
     /// The oldest id held above `id`.
     pub fn held_above(&self, id: u64) -> Option<u64> {
-        self.messages
-            .range(id.saturating_add(1)..)
-            .next()
-            .map(|(id, _)| *id)
+        self.messages.0.get(self.messages.above(id)).map(|m| m.id)
     }
 
     pub fn is_gap(&self, id: u64) -> bool {
@@ -251,7 +247,7 @@ impl Log {
 
     /// The quote a reply shows of message `id`, from what the log holds.
     fn preview(&self, id: u64) -> ReplyPreview {
-        match self.messages.get(&id) {
+        match self.messages.get(id) {
             Some(message) => ReplyPreview {
                 id,
                 author: message.author.clone(),
@@ -284,11 +280,11 @@ impl Log {
     /// (a new message) or only updated (a change).
     pub fn merge(&mut self, message: Message, add: bool, outbox: &Outbox) -> Merged {
         let id = message.id;
-        if let Some(held) = self.messages.get(&id) {
+        if let Some(held) = self.messages.get(id) {
             if message.version() <= held.version() {
                 return Merged::Unchanged;
             }
-            self.messages.insert(id, message);
+            self.messages.insert(message);
             self.refresh(id, outbox);
             return Merged::Replaced;
         }
@@ -317,7 +313,7 @@ impl Log {
             })
             .unwrap_or(self.lines.len());
         let ts = message.ts;
-        self.messages.insert(id, message);
+        self.messages.insert(message);
         let revision = self.revision();
         // Filled in by `refresh` below.
         self.lines.insert(
@@ -358,7 +354,7 @@ impl Log {
     }
 
     fn render_at(&mut self, index: usize, id: u64, outbox: &Outbox) {
-        let Some(message) = self.messages.get(&id) else {
+        let Some(message) = self.messages.get(id) else {
             return;
         };
         let mut line = MessageLine {
@@ -454,14 +450,50 @@ impl Log {
 
     /// Marks or clears a gap just below held message `id`.
     pub fn set_gap(&mut self, id: u64, gap: bool, outbox: &Outbox) {
-        let changed = if gap {
-            self.holds(id) && self.gaps.insert(id)
-        } else {
-            self.gaps.remove(&id)
+        let held = self.gaps.iter().position(|g| *g == id);
+        let changed = match (gap, held) {
+            (true, None) if self.holds(id) => {
+                self.gaps.push(id);
+                true
+            }
+            (false, Some(index)) => {
+                self.gaps.swap_remove(index);
+                true
+            }
+            _ => false,
         };
         if changed {
             self.refresh(id, outbox);
         }
+    }
+}
+
+/// Messages sorted by id: a vector rather than a `BTreeMap`, whose code for one more
+/// key and value type costs the wasm more than a binary search does (messages mostly
+/// arrive at the ends).
+#[derive(Debug, Clone, Default)]
+struct ById(Vec<Message>);
+
+impl ById {
+    fn get(&self, id: u64) -> Option<&Message> {
+        let index = self.0.binary_search_by_key(&id, |m| m.id).ok()?;
+        self.0.get(index)
+    }
+
+    /// The index of the first message with an id above `id`.
+    fn above(&self, id: u64) -> usize {
+        self.0.partition_point(|m| m.id <= id)
+    }
+
+    fn insert(&mut self, message: Message) {
+        match self.0.binary_search_by_key(&message.id, |m| m.id) {
+            Ok(index) => self.0[index] = message,
+            Err(index) => self.0.insert(index, message),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

@@ -32,7 +32,7 @@
 //! session is one connection), no binary packets and no long-polling framing. Events on
 //! namespaces other than `/` are passed through as [`SessionEvent::Foreign`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -248,8 +248,9 @@ pub struct Session {
     open: Option<OpenInfo>,
     sid: Option<String>,
     next_ack: u64,
-    /// Pending acks and their deadlines.
-    pending: BTreeMap<u64, Option<Millis>>,
+    /// Pending acks and their deadlines, in the order sent (few at a time; a vector
+    /// keeps a map's code out of the wasm).
+    pending: Vec<(u64, Option<Millis>)>,
     transmit: VecDeque<String>,
     events: VecDeque<SessionEvent>,
     handshake_deadline: Option<Millis>,
@@ -266,7 +267,7 @@ impl Session {
             open: None,
             sid: None,
             next_ack: 0,
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             handshake_deadline,
@@ -380,7 +381,7 @@ impl Session {
                 ack,
             })),
             SocketPacket::Ack { ns, id, args } if main(&ns) => {
-                if self.pending.remove(&id).is_some() {
+                if self.take_pending(id) {
                     self.events.push_back(SessionEvent::Ack { id, args });
                 } else {
                     self.events
@@ -428,7 +429,7 @@ impl Session {
 
     /// The next deadline: call [`Session::handle_timeout`] once it has passed.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let acks = self.pending.values().flatten().copied();
+        let acks = self.pending.iter().filter_map(|(_, deadline)| *deadline);
         [self.handshake_deadline, self.heartbeat_deadline]
             .into_iter()
             .flatten()
@@ -454,7 +455,7 @@ impl Session {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.pending.remove(&id);
+            self.take_pending(id);
             self.events.push_back(SessionEvent::AckFailed {
                 id,
                 reason: AckFailure::TimedOut,
@@ -516,14 +517,24 @@ impl Session {
             });
         } else {
             self.pending
-                .insert(id, timeout.map(|t| now.saturating_add(t)));
+                .push((id, timeout.map(|t| now.saturating_add(t))));
         }
         id
     }
 
     /// Stops waiting for an ack; a late one is reported as unmatched.
     pub fn cancel(&mut self, id: u64) {
-        self.pending.remove(&id);
+        self.take_pending(id);
+    }
+
+    fn take_pending(&mut self, id: u64) -> bool {
+        match self.pending.iter().position(|(pending, _)| *pending == id) {
+            Some(index) => {
+                self.pending.remove(index);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends a typed request without an ack (`typing`).
