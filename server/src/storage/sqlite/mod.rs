@@ -752,3 +752,428 @@ impl Storage for SqliteStorage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What only SQLite has: the journal, its moves, crash leftovers, upgrades from the
+    //! first schema. What every backend promises is `tests/storage.rs`.
+
+    use super::*;
+    use crate::storage::ChangeKind;
+
+    fn post(room: &str, owner: &str, client_id: &str) -> Change {
+        Change {
+            room: room.into(),
+            owner: Owner(owner.into()),
+            author: owner.into(),
+            client_id: client_id.into(),
+            ts: 1_700_000_000_000,
+            kind: ChangeKind::Post {
+                text: format!("text of {client_id}"),
+                reply_to: None,
+            },
+        }
+    }
+
+    fn all() -> ReadLimit {
+        ReadLimit {
+            limit: 100_000,
+            max_bytes: usize::MAX,
+        }
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("banter-storage-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.join("test.db").display())
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn journal_rows(storage: &SqliteStorage) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM recent.message_journal")
+            .fetch_one(&storage.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for_move(storage: &SqliteStorage) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while journal_rows(storage).await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the journal was never moved"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn journal_matches_the_messages_table() {
+        let storage = SqliteStorage::open("sqlite::memory:").await.unwrap();
+        let columns = |table: &'static str| {
+            let pool = storage.pool.clone();
+            async move {
+                let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{table}')"
+                )))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                names
+            }
+        };
+        let listed: Vec<String> = MESSAGE_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let mut messages = columns("messages").await;
+        messages.retain(|c| c != "fts");
+        assert_eq!(
+            messages.iter().collect::<std::collections::BTreeSet<_>>(),
+            listed.iter().collect::<std::collections::BTreeSet<_>>(),
+            "MESSAGE_COLUMNS and migrations/ define the same message columns"
+        );
+        let journal = sqlx::query_scalar::<_, String>(
+            "SELECT name FROM pragma_table_info('message_journal', 'recent')",
+        )
+        .fetch_all(&storage.pool)
+        .await
+        .unwrap();
+        for column in &listed {
+            assert!(journal.contains(column), "the journal lacks {column}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_and_resends_see_both_the_journal_and_moved_rows() {
+        let dir = TempDir::new("both");
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        let older: Vec<Change> = (1..=5)
+            .map(|n| post("r", "ann", &format!("c{n}")))
+            .collect();
+        storage.append(older).await.unwrap();
+        wait_for_move(&storage).await;
+        let newer: Vec<Change> = (6..=8)
+            .map(|n| post("r", "ann", &format!("c{n}")))
+            .collect();
+        storage.append(newer).await.unwrap();
+        // An edit of a moved message waits in the journal as a new version.
+        let edit = Change {
+            kind: ChangeKind::Edit {
+                id: 2,
+                text: "edited".into(),
+            },
+            ..post("r", "ann", "e2")
+        };
+        storage.append(vec![edit]).await.unwrap();
+        assert_eq!(journal_rows(&storage).await, 4);
+
+        let all_now = storage.before("r", u64::MAX, all()).await.unwrap().messages;
+        assert_eq!(
+            all_now.iter().map(|m| m.id).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>()
+        );
+        assert_eq!(all_now[1].text, "edited");
+        assert_eq!(all_now[1].rev, 9);
+        assert_eq!(storage.last_seq("r").await.unwrap(), 9);
+        let rooms = storage.rooms(None, 10).await.unwrap();
+        assert_eq!((rooms[0].name.as_str(), rooms[0].last_id), ("r", 8));
+
+        // Resends of a moved change and of a journal one get the messages as they are.
+        let results = storage
+            .append(vec![post("r", "ann", "c2"), post("r", "ann", "c7")])
+            .await
+            .unwrap();
+        assert_eq!(results[0], Applied::Duplicate(all_now[1].clone()));
+        assert_eq!(results[1], Applied::Duplicate(all_now[6].clone()));
+        wait_for_move(&storage).await;
+        assert_eq!(
+            storage.before("r", u64::MAX, all()).await.unwrap().messages,
+            all_now
+        );
+        assert_eq!(storage.last_seq("r").await.unwrap(), 9);
+    }
+
+    #[tokio::test]
+    async fn rows_left_in_the_journal_by_a_crash_are_moved_at_start() {
+        let dir = TempDir::new("crash");
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        drop(storage);
+        // What a killed process leaves: journal rows, committed, never moved, and rows
+        // whose move committed but whose delete from the journal never happened.
+        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
+            .await
+            .unwrap();
+        let main = SqlitePool::connect(&dir.url()).await.unwrap();
+        let row = "(room, id, rev, author, owner, text, ts, client_id, edits, deleted)
+                   VALUES ('r', ?1, ?1, 'ann', 'o', 'left behind', ?1, 'c' || ?1, 0, 0)";
+        for id in 1..=3i64 {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO message_journal ({MESSAGE_COLUMNS_NO_REACTIONS}, change_owner, change_client_id)
+                 SELECT room, id, rev, author, owner, text, ts, client_id, NULL, edits, deleted, NULL, 'o', client_id
+                 FROM (SELECT 'r' AS room, ?1 AS id, ?1 AS rev, 'ann' AS author, 'o' AS owner,
+                       'left behind' AS text, ?1 AS ts, 'c' || ?1 AS client_id, 0 AS edits, 0 AS deleted)"
+            )))
+            .bind(id)
+            .execute(&journal)
+            .await
+            .unwrap();
+        }
+        for id in 1..=2i64 {
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO messages {row}")))
+                .bind(id)
+                .execute(&main)
+                .await
+                .unwrap();
+        }
+        journal.close().await;
+        main.close().await;
+
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        assert_eq!(journal_rows(&storage).await, 0);
+        let stored = storage.before("r", u64::MAX, all()).await.unwrap().messages;
+        assert_eq!(
+            stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Still known as sent: a resend is not stored again; numbering goes on after 3.
+        let again = storage
+            .append(vec![post("r", "o", "c2"), post("r", "o", "new")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], Applied::Duplicate(stored[1].clone()));
+        assert!(matches!(&again[1], Applied::Stored(m) if m.id == 4));
+    }
+
+    /// The columns of a journal row up to `reply_to`, for the crash test's hand-made rows.
+    const MESSAGE_COLUMNS_NO_REACTIONS: &str =
+        "room, id, rev, author, owner, text, ts, client_id, \
+         edited_ts, edits, deleted, reply_to";
+
+    #[tokio::test]
+    async fn a_first_schema_database_and_its_crashed_journal_are_upgraded() {
+        let dir = TempDir::new("upgrade");
+        let path = dir.0.join("test.db");
+        // The first schema, as migrations/0001 made it, with two stored messages, and a
+        // journal in the first journal schema holding one more (a crash before its move).
+        {
+            let main = rusqlite::Connection::open(&path).unwrap();
+            main.execute_batch(include_str!("../../../migrations/0001_messages.sql"))
+                .unwrap();
+            main.execute_batch(
+                "INSERT INTO rooms VALUES ('old', 1);
+                 INSERT INTO messages VALUES ('old', 1, 'Ann', 'ann', 'first', 10, 'a1');
+                 INSERT INTO messages VALUES ('old', 2, 'Bob', 'bob', 'second', 20, 'b1');",
+            )
+            .unwrap();
+            // sqlx records applied migrations; this is what it wrote for 0001.
+            let migrator = &super::MIGRATOR;
+            let first = migrator.iter().next().unwrap();
+            main.execute_batch(
+                "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                 installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+                 checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);",
+            )
+            .unwrap();
+            main.execute(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (?1, ?2, 1, ?3, 0)",
+                rusqlite::params![first.version, first.description.as_ref(), first.checksum.as_ref()],
+            )
+            .unwrap();
+            let journal = rusqlite::Connection::open(appender::journal_path(&path)).unwrap();
+            journal
+                .execute_batch(
+                    "CREATE TABLE message_journal (seq INTEGER PRIMARY KEY, room TEXT NOT NULL,
+                     id INTEGER NOT NULL, author TEXT NOT NULL, author_key TEXT NOT NULL,
+                     text TEXT NOT NULL, ts INTEGER NOT NULL, client_id TEXT NOT NULL);
+                     INSERT INTO message_journal VALUES (1, 'old', 3, 'Ann', 'ann', 'third', 30, 'a2');",
+                )
+                .unwrap();
+        }
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        let stored = storage
+            .before("old", u64::MAX, all())
+            .await
+            .unwrap()
+            .messages;
+        assert_eq!(
+            stored
+                .iter()
+                .map(|m| (m.id, m.rev, m.text.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, 1, "first"), (2, 2, "second"), (3, 3, "third")]
+        );
+        assert_eq!(storage.last_seq("old").await.unwrap(), 3);
+        let rooms = storage.rooms(None, 10).await.unwrap();
+        assert_eq!((rooms[0].last_id, rooms[0].last_ts), (3, Some(30)));
+        // Older messages are searchable and belong to nobody's session: nobody edits them.
+        let found = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let found = storage.search("second", None, all(), None).await.unwrap();
+                if !found.messages.is_empty() {
+                    return found;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(found.messages[0].id, 2);
+        let edit = Change {
+            kind: ChangeKind::Edit {
+                id: 1,
+                text: "hijack".into(),
+            },
+            ..post("old", "someone", "x")
+        };
+        assert_eq!(
+            storage.append(vec![edit]).await.unwrap(),
+            vec![Applied::Refused(crate::storage::ChangeRefusal::NotYours)]
+        );
+        // Numbering goes on.
+        let next = storage.append(vec![post("old", "ann", "n")]).await.unwrap();
+        assert!(matches!(&next[0], Applied::Stored(m) if m.id == 4));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_never_miss_a_row_while_the_journal_moves() {
+        let dir = TempDir::new("race");
+        let storage = std::sync::Arc::new(SqliteStorage::open(&dir.url()).await.unwrap());
+        // Enough rows for several moves (one per 4,096), appended while reads run.
+        const ROWS: u64 = 12_000;
+        let writer = tokio::spawn({
+            let storage = storage.clone();
+            async move {
+                for first in (1..=ROWS).step_by(40) {
+                    let batch: Vec<Change> = (first..first + 40)
+                        .map(|n| post("r", "ann", &format!("c{n}")))
+                        .collect();
+                    storage.append(batch).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut last_seen = 0;
+        let limit = ReadLimit {
+            limit: 5_000,
+            max_bytes: usize::MAX,
+        };
+        while !writer.is_finished() || last_seen < ROWS {
+            let last = storage.last_seq("r").await.unwrap();
+            assert!(
+                last >= last_seen,
+                "last_seq went back from {last_seen} to {last}"
+            );
+            last_seen = last;
+            // Every read is a gapless run of ids: nothing caught mid-move is missed.
+            let since = last.saturating_sub(200);
+            let page = storage.catch_up("r", since, limit).await.unwrap();
+            let ids: Vec<u64> = page.history.iter().map(|m| m.id).collect();
+            assert!(
+                ids.len() as u64 >= last - since,
+                "missing rows up to {last}"
+            );
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "a gap after {since}"
+            );
+            assert!(
+                ids.first().is_none_or(|&id| id == since + 1),
+                "rows after {since} start late"
+            );
+            let older = storage
+                .before(
+                    "r",
+                    last + 1,
+                    ReadLimit {
+                        limit: 100,
+                        max_bytes: usize::MAX,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                older.messages.last().map(|m| m.id),
+                (last > 0).then_some(last)
+            );
+            assert_eq!(older.messages.len() as u64, last.min(100));
+        }
+        writer.await.unwrap();
+        assert_eq!(
+            storage
+                .catch_up(
+                    "r",
+                    0,
+                    ReadLimit {
+                        limit: 20_000,
+                        max_bytes: usize::MAX
+                    }
+                )
+                .await
+                .unwrap()
+                .history
+                .len() as u64,
+            ROWS
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_storage_on_the_same_file_is_refused() {
+        let dir = TempDir::new("twice");
+        let first = SqliteStorage::open_as(&dir.url(), "pid 1, listening on http://127.0.0.1:1")
+            .await
+            .unwrap();
+        let err = SqliteStorage::open(&dir.url())
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("listening on http://127.0.0.1:1"), "{err}");
+        drop(first);
+        SqliteStorage::open(&dir.url())
+            .await
+            .expect("free once the first is gone");
+    }
+
+    #[tokio::test]
+    async fn in_memory_storage_is_private_and_removed_on_drop() {
+        let storage = SqliteStorage::open("sqlite::memory:").await.unwrap();
+        storage.append(vec![post("r", "ann", "a")]).await.unwrap();
+        assert_eq!(
+            storage
+                .before("r", u64::MAX, all())
+                .await
+                .unwrap()
+                .messages
+                .len(),
+            1
+        );
+        let other = SqliteStorage::open("sqlite::memory:").await.unwrap();
+        assert!(other
+            .before("r", u64::MAX, all())
+            .await
+            .unwrap()
+            .messages
+            .is_empty());
+        let file = storage._scratch.as_ref().unwrap().0.clone();
+        assert!(file.exists());
+        drop(storage);
+        assert!(!file.exists());
+    }
+}
