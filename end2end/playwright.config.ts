@@ -4,7 +4,7 @@ import { defineConfig, devices } from "@playwright/test";
  * End-to-end tests for Banter.
  *
  * Every test starts its own server from the release binary (see tests/server.ts), so
- * there is no `webServer` block here: build first (`cargo leptos build --release`), then
+ * there is no `webServer` block here: build first (`scripts/build-release` at the root), then
  * run `npx playwright test` in this folder. `BANTER_BIN` overrides the binary's path.
  *
  * Chromium is Debian's (/usr/bin/chromium); Playwright's own browser downloads are not
