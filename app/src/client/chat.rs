@@ -1440,14 +1440,10 @@ impl Chat {
                 self.dirty |= Dirty::LINES;
             }
             ServerEvent::Joined(notice) if notice.room == room => {
-                self.log
-                    .push_notice(format!("{} joined", notice.name), notice.ts);
-                self.presence(PresenceChange::Arrived(notice.name), None);
+                self.arrived(notice.name, true, notice.ts, None)
             }
             ServerEvent::Left(notice) if notice.room == room => {
-                self.log
-                    .push_notice(format!("{} left", notice.name), notice.ts);
-                self.presence(PresenceChange::Departed(notice.name), None);
+                self.departed(notice.name, notice.ts, None)
             }
             ServerEvent::Presence(notice) if notice.room == room => self.on_presence(notice),
             ServerEvent::Typing(notice) if notice.room == room => {
@@ -1473,21 +1469,43 @@ impl Chat {
     fn on_presence(&mut self, notice: PresenceNotice) {
         let online = Some(notice.online);
         for name in notice.left {
-            self.log.push_notice(format!("{name} left"), notice.ts);
-            self.presence(PresenceChange::Departed(name), online);
+            self.departed(name, notice.ts, online);
         }
         for name in notice.joined {
-            self.log.push_notice(format!("{name} joined"), notice.ts);
-            self.presence(PresenceChange::Arrived(name), online);
+            self.arrived(name, true, notice.ts, online);
         }
         for name in notice.returned {
-            self.presence(PresenceChange::Arrived(name), online);
+            self.arrived(name, false, notice.ts, online);
         }
         if self.view.online != notice.online {
             self.view.online = notice.online;
             self.dirty |= Dirty::MEMBERS;
             self.rebuild_rooms();
         }
+    }
+
+    /// Whether `name` is this page's person (joined, or joining under it).
+    fn is_me(&self, name: &str) -> bool {
+        self.view.me.as_deref() == Some(name) || self.wanted_name.as_deref() == Some(name)
+    }
+
+    /// Someone arrived; announced unless it is a return, or this person (a protocol 2
+    /// batch may name the socket's own join).
+    fn arrived(&mut self, name: String, announce: bool, ts: i64, online: Option<usize>) {
+        if announce && !self.is_me(&name) {
+            self.log.push_notice(format!("{name} joined"), ts);
+        }
+        self.presence(PresenceChange::Arrived(name), online);
+    }
+
+    /// Someone left. This person is still here on this page whatever another of their
+    /// connections did.
+    fn departed(&mut self, name: String, ts: i64, online: Option<usize>) {
+        if self.is_me(&name) {
+            return;
+        }
+        self.log.push_notice(format!("{name} left"), ts);
+        self.presence(PresenceChange::Departed(name), online);
     }
 
     /// A join or departure; `online` is the server's count (protocol 2), or none to

@@ -1135,6 +1135,21 @@ fn presence_batches_and_single_notices_both_apply() {
 }
 
 #[test]
+fn ones_own_join_in_a_presence_batch_is_not_announced() {
+    let mut sim = Sim::joined(&[message(1, "bob", "hi")]);
+    sim.push(
+        "presence",
+        json!({"room": "general", "joined": ["alice"], "online": 2, "ts": START}),
+    );
+    sim.push(
+        "left",
+        json!({"room": "general", "name": "alice", "ts": START}),
+    );
+    assert_eq!(sim.chat.lines().len(), 1, "no notice about oneself");
+    assert_eq!(sim.chat.view().members, vec!["alice", "bob"]);
+}
+
+#[test]
 fn joins_and_departures_that_race_a_join_are_applied_on_top_of_its_reply() {
     let mut sim = Sim::joined(&[]);
     sim.break_socket();
