@@ -2,11 +2,12 @@
 //! after reconnecting (rejoin with `since`, resend what was unacknowledged with the same
 //! client_id) every client's view equals the server's history.
 
+mod process;
 mod support;
 
+use process::{free_addr, ServerProcess};
+
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,43 +17,8 @@ use tokio::sync::Mutex;
 
 const CLIENTS: usize = 20;
 const ROOM: &str = "durable";
-
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    async fn start(addr: SocketAddr, database: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_banter"))
-            .args(["--addr", &addr.to_string(), "--database", database])
-            // 20 senders from one address, as fast as acks come back: no rate limit.
-            .args(["--message-rate", "0", "--ip-message-rate", "0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start banter");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Self { child };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("banter did not start listening on {addr}");
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().expect("SIGKILL"); // SIGKILL on Unix
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// 20 senders from one address, as fast as acks come back: no rate limit.
+const FLAGS: &[&str] = &["--message-rate", "0", "--ip-message-rate", "0"];
 
 /// What one client knows: messages by id, and its own sends by client_id.
 #[derive(Default)]
@@ -107,18 +73,13 @@ async fn join_and_catch_up(client: &Client, name: &str, view: &mut View, since: 
     }
 }
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acked_message_and_views_converge() {
     let dir = std::env::temp_dir().join(format!("banter-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let database = format!("sqlite://{}", dir.join("banter.db").display());
     let addr = free_addr();
-    let mut server = ServerProcess::start(addr, &database).await;
+    let mut server = ServerProcess::start(addr, &database, FLAGS, "warn").await;
 
     // Phase 1: 20 clients send as fast as their acks come back until the server dies.
     let views: Vec<Arc<Mutex<View>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
@@ -178,7 +139,7 @@ async fn kill_9_loses_no_acked_message_and_views_converge() {
     }
 
     // Phase 2: restart on the same database; everyone reconnects, catches up, resends.
-    let _server = ServerProcess::start(addr, &database).await;
+    let _server = ServerProcess::start(addr, &database, FLAGS, "warn").await;
     let mut clients = Vec::new();
     for (i, view) in views.iter().enumerate() {
         let client = Client::connect(addr, &format!("c{i} again")).await;

@@ -134,3 +134,69 @@ async fn pages_carry_a_csp_whose_nonce_matches_the_hydration_script() {
         "the hydration script carries the policy's nonce"
     );
 }
+
+/// A raw GET with the Host header the test names (a rebound domain, say).
+fn get_as_host(addr: SocketAddr, host: &str, path: &str, origin: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_domain_cannot_open_a_chat_connection() {
+    const POLL: &str = "/socket.io/?EIO=4&transport=polling";
+    let addr = start_server().await;
+    let port = addr.port();
+    // An attacker's page whose domain now resolves to this server: same origin as far as
+    // the browser knows, so Origin matches Host.
+    let rebound = format!("rebind.example:{port}");
+    let (status, body) = get_as_host(addr, &rebound, POLL, Some(&format!("http://{rebound}")));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("does not answer to this host name"), "{body}");
+    // Without a browser in the way (no Origin) a foreign Host is refused too.
+    let (status, _) = get_as_host(addr, &rebound, POLL, None);
+    assert_eq!(status, 403);
+    // Addresses and localhost are this server.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (status, body) = get_as_host(addr, &host, POLL, Some(&format!("http://{host}")));
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+
+    // With --public-url only its host (and --allow-host) are.
+    let public = serve(server::app(
+        server::ChatOptions {
+            public_url: Some("https://chat.example.com".into()),
+            allowed_origins: vec!["https://chat.example.com".into()],
+            allowed_hosts: vec!["chat.internal".into()],
+            ..server::ChatOptions::unlimited()
+        },
+        server::storage::open("sqlite::memory:").await.unwrap(),
+    ))
+    .await;
+    let ok = get_as_host(
+        public,
+        "chat.example.com",
+        POLL,
+        Some("https://chat.example.com"),
+    );
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    assert_eq!(get_as_host(public, "chat.internal:8080", POLL, None).0, 200);
+    assert_eq!(get_as_host(public, &public.to_string(), POLL, None).0, 403);
+    // Pages themselves are served whatever the Host: they hold nothing to steal.
+    assert_eq!(get_as_host(addr, &rebound, "/", None).0, 200);
+}

@@ -15,14 +15,13 @@
 //! Shutdown: [`Batcher::drain`] waits until every change handed in has been committed (or
 //! refused) and answered; the caller stops handing in new ones first.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use app::protocol::{ErrorCode, ProtocolError};
 use socketioxide::socket::Sid;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{unavailable, Chat};
+use super::{unavailable, Activity, Chat};
 use crate::storage::{Applied, Change, ChangeKind, Storage};
 
 /// Changes waiting for the batcher before senders have to wait for room in the queue.
@@ -49,8 +48,7 @@ struct Committed {
 pub struct Batcher {
     queue: mpsc::Sender<Pending>,
     /// Changes handed in and not yet answered.
-    in_flight: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
+    in_flight: Activity,
 }
 
 fn shutting_down() -> ProtocolError {
@@ -58,20 +56,6 @@ fn shutting_down() -> ProtocolError {
         ErrorCode::Unavailable,
         "The server is shutting down; try again.",
     )
-}
-
-/// Counts a change as in flight until it is answered.
-struct InFlight {
-    count: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
 }
 
 impl Batcher {
@@ -82,8 +66,7 @@ impl Batcher {
         tokio::spawn(deliver(chat, to_deliver));
         Self {
             queue,
-            in_flight: Arc::default(),
-            idle: Arc::default(),
+            in_flight: Activity::default(),
         }
     }
 
@@ -93,11 +76,7 @@ impl Batcher {
         change: Change,
         from: Option<Sid>,
     ) -> Result<Applied, ProtocolError> {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _in_flight = InFlight {
-            count: self.in_flight.clone(),
-            idle: self.idle.clone(),
-        };
+        let _in_flight = self.in_flight.begin();
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
@@ -112,13 +91,7 @@ impl Batcher {
 
     /// Waits until every change handed in so far has been answered.
     pub async fn drain(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.in_flight.idle().await;
     }
 }
 

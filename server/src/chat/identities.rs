@@ -40,11 +40,11 @@ struct Hold {
 }
 
 impl Hold {
-    fn is_reserved(&self, now: Instant) -> bool {
+    fn is_reserved(&self, now: Instant, hold: Duration) -> bool {
         self.holders > 0
             || self
                 .released_at
-                .is_some_and(|at| now.saturating_duration_since(at) < NAME_HOLD)
+                .is_some_and(|at| now.saturating_duration_since(at) < hold)
     }
 }
 
@@ -62,6 +62,8 @@ pub struct Claim {
 }
 
 pub struct Identities {
+    /// How long a released name stays its owner's ([`NAME_HOLD`] unless a test says).
+    hold: Duration,
     by_key: Mutex<HashMap<String, Hold>>,
     /// Records to write to storage.
     dirty: Mutex<Vec<NameRecord>>,
@@ -71,15 +73,20 @@ pub struct Identities {
 
 impl Default for Identities {
     fn default() -> Self {
+        Self::new(NAME_HOLD)
+    }
+}
+
+impl Identities {
+    pub fn new(hold: Duration) -> Self {
         Self {
+            hold,
             by_key: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
             ready: watch::Sender::new(false),
         }
     }
-}
 
-impl Identities {
     /// Takes back the holds storage kept: each name is held for its owner as if its last
     /// connection closed at `now`. Then claims may proceed.
     pub fn restore(&self, records: Vec<NameRecord>, now: Instant) {
@@ -113,7 +120,8 @@ impl Identities {
     ) -> Result<Claim, ClaimRefusal> {
         let mut by_key = lock(&self.by_key);
         if by_key.len() >= SWEEP_AT && by_key.len().is_power_of_two() {
-            by_key.retain(|_, hold| hold.is_reserved(now));
+            let hold = self.hold;
+            by_key.retain(|_, h| h.is_reserved(now, hold));
         }
         if let Some(hold) = by_key.get_mut(key) {
             if let Some(token) =
@@ -129,7 +137,7 @@ impl Identities {
                 self.record(key, hold);
                 return Ok(claim);
             }
-            if hold.is_reserved(now) {
+            if hold.is_reserved(now, self.hold) {
                 return Err(ClaimRefusal::Held);
             }
         }

@@ -54,6 +54,8 @@ pub struct ChatOptions {
     /// How long someone whose last connection to a room dropped still counts as there
     /// (see `rooms.rs`).
     pub departure_grace: Duration,
+    /// How long a name stays its session's after its last connection closed.
+    pub name_hold: Duration,
     /// Changes the batcher commits in one transaction at most.
     pub max_batch: usize,
     /// Origins besides the server's own whose pages may connect.
@@ -74,6 +76,7 @@ impl Default for ChatOptions {
             send_buffer_total: 512 * 1024 * 1024,
             max_rooms_per_socket: 32,
             departure_grace: Duration::from_millis(protocol::DEPARTURE_GRACE_MS),
+            name_hold: Duration::from_millis(protocol::NAME_HOLD_MS),
             max_batch: 512,
             allowed_origins: Vec::new(),
             public_url: None,
@@ -106,6 +109,44 @@ pub struct Chat {
     send_limits: Arc<SendLimits>,
     /// Set when shutdown began: no new connection or request is taken.
     draining: AtomicBool,
+    /// Requests being handled, for shutdown to wait on.
+    requests: Activity,
+}
+
+/// Counts work in progress, and wakes whoever waits for there to be none.
+#[derive(Clone, Default)]
+pub struct Activity {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+/// One piece of work counted by an [`Activity`] until dropped.
+pub struct Busy(Activity);
+
+impl Activity {
+    pub fn begin(&self) -> Busy {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Waits until nothing is in progress.
+    pub async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 pub type ChatState = Arc<Chat>;
@@ -124,11 +165,12 @@ impl Chat {
                 evictions,
             ),
             rooms: Arc::new(Rooms::new(options.departure_grace)),
+            identities: Identities::new(options.name_hold),
             options,
-            identities: Identities::default(),
             watchers: Arc::default(),
             storage,
             draining: AtomicBool::new(false),
+            requests: Activity::default(),
         });
         tokio::spawn(evict_slow_consumers(Arc::downgrade(&chat), evicted));
         tokio::spawn(keep_names(Arc::downgrade(&chat)));
@@ -137,6 +179,11 @@ impl Chat {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Counts a request as in progress until the guard drops; see [`Chat::shut_down`].
+    pub fn begin_request(&self) -> Busy {
+        self.requests.begin()
     }
 
     /// Sends a committed change to its room (and its watchers): `message` for a new
@@ -171,6 +218,8 @@ impl Chat {
     /// what it holds, then tells every connection why and closes it.
     pub async fn shut_down(&self, io: &SocketIo) {
         self.draining.store(true, Ordering::Release);
+        // Requests that began before are finished and answered; later ones are refused.
+        self.requests.idle().await;
         self.batcher.drain().await;
         let notice = protocol::ErrorNotice {
             event: String::new(),

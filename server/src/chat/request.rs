@@ -33,6 +33,11 @@ pub enum Cost {
     Typing,
 }
 
+/// Requests one connection may have waiting for their turn. A client that follows the
+/// rate limits has a few; one that has this many sent far more than the limits take and
+/// is disconnected (every waiting request holds memory until its turn).
+pub const MAX_QUEUED_REQUESTS: u64 = 256;
+
 pub struct Request {
     peer: Option<Peer>,
     ack_id: Option<i64>,
@@ -58,6 +63,11 @@ impl FromMessageParts<LocalAdapter> for Request {
             conn,
         });
         let ticket = peer.as_ref().map_or(0, |p| p.conn.turnstile.ticket());
+        if let Some(peer) = &peer {
+            if peer.conn.turnstile.queued() > MAX_QUEUED_REQUESTS {
+                disconnect_flooder(peer, "");
+            }
+        }
         let binary = match v {
             PacketValue::Str(_, attachments) => attachments.as_ref().is_some_and(|a| !a.is_empty()),
             PacketValue::Bytes(_) => true,
@@ -92,6 +102,8 @@ impl Request {
             return;
         };
         let conn = peer.conn.clone();
+        // Counted from before the turn: shutdown waits for it, or it sees the drain.
+        let _busy = chat.begin_request();
         let _turn = conn.turnstile.wait(self.ticket).await;
         // A request still waiting when its connection closed must not act for it: it
         // would join rooms, claim names or post for a client that is gone.

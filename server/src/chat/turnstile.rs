@@ -34,6 +34,12 @@ impl Turnstile {
         self.next_ticket.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Tickets drawn and not yet served (the one being served included).
+    pub fn queued(&self) -> u64 {
+        let next = self.next_ticket.load(Ordering::Relaxed);
+        next.saturating_sub(lock(&self.line).now_serving)
+    }
+
     /// Waits until every earlier ticket has been served. The returned turn lets the next
     /// ticket through when dropped, also when the handler returns early or panics.
     pub async fn wait(&self, ticket: u64) -> Turn<'_> {
