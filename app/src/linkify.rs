@@ -90,17 +90,31 @@ fn url_len(text: &str) -> usize {
         .map_or(text.len(), |(i, _)| i);
     // Punctuation at the end belongs to the sentence, not the URL: "see https://x.com."
     // Closing brackets stay only when the URL opened them, as in Wikipedia's
-    // ".../Rust_(programming_language)".
+    // ".../Rust_(programming_language)". Bracket counts are kept as characters are
+    // dropped, so this is linear however many `)` a hostile text ends with.
+    let mut open = [0usize; 3];
+    let mut close = [0usize; 3];
+    for c in text[..end].chars() {
+        if let Some(kind) = bracket(c) {
+            match kind {
+                (i, true) => open[i] += 1,
+                (i, false) => close[i] += 1,
+            }
+        }
+    }
     while let Some(last) = text[..end].chars().next_back() {
         let drop = match last {
             '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '*' | '~' => true,
-            ')' => unbalanced(&text[..end], '(', ')'),
-            ']' => unbalanced(&text[..end], '[', ']'),
-            '}' => unbalanced(&text[..end], '{', '}'),
-            _ => false,
+            c => match bracket(c) {
+                Some((i, false)) => close[i] > open[i],
+                _ => false,
+            },
         };
         if !drop || end <= scheme_len {
             break;
+        }
+        if let Some((i, false)) = bracket(last) {
+            close[i] -= 1;
         }
         end -= last.len_utf8();
     }
@@ -128,8 +142,17 @@ fn ends_url(c: char) -> bool {
         )
 }
 
-fn unbalanced(url: &str, open: char, close: char) -> bool {
-    url.chars().filter(|&c| c == close).count() > url.chars().filter(|&c| c == open).count()
+/// Which bracket pair a character belongs to, and whether it opens.
+fn bracket(c: char) -> Option<(usize, bool)> {
+    match c {
+        '(' => Some((0, true)),
+        ')' => Some((0, false)),
+        '[' => Some((1, true)),
+        ']' => Some((1, false)),
+        '{' => Some((2, true)),
+        '}' => Some((2, false)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +329,25 @@ mod render_tests {
              rel=\"noopener noreferrer nofollow\">https://x.com/?a=1&amp;b=2</a>\
              \"&gt;&lt;script&gt;<!>"
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::Segment::{Link, Text};
+    use super::*;
+
+    #[test]
+    fn a_url_followed_by_thousands_of_closing_brackets() {
+        // This took seconds per message to render when each dropped `)` recounted the
+        // brackets of the whole URL.
+        let text = format!("https://a{}", ")".repeat(4_000));
+        assert_eq!(
+            segments(&text),
+            vec![Link("https://a"), Text(&text["https://a".len()..])]
+        );
+        let balanced = format!("https://a/{}{}", "(".repeat(2_000), ")".repeat(2_001));
+        let link_len = balanced.len() - 1;
+        assert_eq!(segments(&balanced)[0], Link(&balanced[..link_len]));
     }
 }
