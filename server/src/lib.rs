@@ -5,6 +5,7 @@ mod assets;
 pub mod chat;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod security;
 pub mod storage;
 
@@ -60,7 +61,40 @@ pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
     );
 
     let routes = generate_route_list(App);
+    let operator = Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get({
+                let chat = chat.clone();
+                move || {
+                    let chat = chat.clone();
+                    async move {
+                        match chat.ready().await {
+                            Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+                            Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get({
+                let chat = chat.clone();
+                move || {
+                    let chat = chat.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            chat.render_metrics(),
+                        )
+                    }
+                }
+            }),
+        );
     let router = Router::new()
+        .merge(operator)
         .leptos_routes(&leptos_options, routes, {
             let leptos_options = leptos_options.clone();
             // Under `cargo leptos watch`, pages also open the live-reload socket.

@@ -200,3 +200,32 @@ async fn a_rebound_domain_cannot_open_a_chat_connection() {
     // Pages themselves are served whatever the Host: they hold nothing to steal.
     assert_eq!(get_as_host(addr, &rebound, "/", None).0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_for_operators() {
+    let addr = start_server().await;
+    let alice = support::Client::connect(addr, "alice").await;
+    alice.join("alice", "general").await;
+    alice.say("general", "counted").await;
+    let refused = alice
+        .request("message", serde_json::json!({"room": "nowhere", "text": "x", "client_id": "c"}))
+        .await;
+    support::assert_refused(&refused, "not_joined", "a counted refusal");
+    let (status, body) = get(addr, "/healthz", &[]);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(addr, "/readyz", &[]);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(addr, "/metrics", &[]);
+    assert_eq!(status, 200);
+    for line in [
+        "banter_connections 1",
+        "banter_rooms 1",
+        "banter_messages_stored_total 1",
+        "banter_requests_refused_total{code=\"not_joined\"} 1",
+        "banter_ack_latency_seconds_count 2",
+        "banter_storage_append_seconds_count 1",
+        "banter_draining 0",
+    ] {
+        assert!(body.contains(line), "no {line:?} in\n{body}");
+    }
+}

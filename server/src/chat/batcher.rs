@@ -62,7 +62,7 @@ impl Batcher {
     pub fn spawn(chat: Weak<Chat>, storage: Arc<dyn Storage>, max_batch: usize) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let (committed, to_deliver) = mpsc::channel(COMMITTED);
-        tokio::spawn(run(storage, receiver, committed, max_batch.max(1)));
+        tokio::spawn(run(chat.clone(), storage, receiver, committed, max_batch.max(1)));
         tokio::spawn(deliver(chat, to_deliver));
         Self {
             queue,
@@ -96,6 +96,7 @@ impl Batcher {
 }
 
 async fn run(
+    chat: Weak<Chat>,
     storage: Arc<dyn Storage>,
     mut receiver: mpsc::Receiver<Pending>,
     committed: mpsc::Sender<Committed>,
@@ -114,7 +115,12 @@ async fn run(
             waiters.push((matches!(change.kind, ChangeKind::Post { .. }), from, reply));
             changes.push(change);
         }
-        match storage.append(changes).await {
+        let started = std::time::Instant::now();
+        let appended = storage.append(changes).await;
+        if let Some(chat) = chat.upgrade() {
+            chat.metrics.storage_latency.observe(started.elapsed());
+        }
+        match appended {
             Ok(results) => {
                 if committed
                     .send(Committed { results, waiters })
@@ -141,6 +147,12 @@ async fn deliver(chat: Weak<Chat>, mut batches: mpsc::Receiver<Committed>) {
         let Some(chat) = chat.upgrade() else { return };
         for (applied, (is_post, from, reply)) in results.into_iter().zip(waiters) {
             if let Applied::Stored(message) = &applied {
+                let counter = if is_post {
+                    &chat.metrics.messages_stored
+                } else {
+                    &chat.metrics.changes_stored
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 chat.deliver(message, is_post, from);
             }
             let _ = reply.send(Ok(applied));

@@ -351,6 +351,11 @@ impl ClientLimits {
         })
     }
 
+    /// Connections admitted and not yet gone.
+    pub fn total(&self) -> usize {
+        lock(&self.state).0
+    }
+
     /// Takes a token from one of the client's shared buckets. On refusal, also says
     /// whether the request arrived before a wait this bucket had announced.
     pub fn take(

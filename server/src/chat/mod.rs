@@ -111,6 +111,7 @@ pub struct Chat {
     draining: AtomicBool,
     /// Requests being handled, for shutdown to wait on.
     requests: Activity,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Counts work in progress, and wakes whoever waits for there to be none.
@@ -171,10 +172,36 @@ impl Chat {
             storage,
             draining: AtomicBool::new(false),
             requests: Activity::default(),
+            metrics: Default::default(),
         });
         tokio::spawn(evict_slow_consumers(Arc::downgrade(&chat), evicted));
         tokio::spawn(keep_names(Arc::downgrade(&chat)));
         chat
+    }
+
+    /// `/metrics`: counters, latencies and the gauges read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&[
+            ("banter_connections", "Open Socket.IO connections.", self.clients.total() as u64),
+            ("banter_rooms", "Rooms with someone in them.", self.rooms.live() as u64),
+            (
+                "banter_send_buffer_bytes",
+                "Bytes waiting to be sent, all connections together.",
+                self.send_limits.total() as u64,
+            ),
+            ("banter_draining", "1 while shutting down.", u64::from(self.is_draining())),
+        ])
+    }
+
+    /// `/readyz`: the database answers and the server is not shutting down.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.is_draining() {
+            return Err("shutting down".into());
+        }
+        self.storage
+            .ping()
+            .await
+            .map_err(|err| format!("database: {err}"))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -248,6 +275,9 @@ async fn evict_slow_consumers(
     while let Some(peer) = evicted.recv().await {
         let Some(chat) = chat.upgrade() else { return };
         tracing::warn!(sid = %peer.sid(), "disconnecting a slow consumer");
+        chat.metrics
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         chat.forget(&peer);
         tokio::spawn(close_when_possible(peer.socket_ref()));
     }
@@ -307,6 +337,7 @@ fn disconnect_flooder(peer: &Peer, event: &str) {
         return;
     }
     tracing::warn!(sid = %peer.sid(), client = ?peer.conn.client, "disconnecting a socket that kept flooding");
+    crate::metrics::FLOODERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let notice = protocol::ErrorNotice {
         event: event.to_owned(),
         code: ErrorCode::RateLimited,

@@ -96,7 +96,6 @@ impl SendLimits {
     }
 
     /// Bytes waiting in all outlets.
-    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }

@@ -126,7 +126,14 @@ impl Request {
                 Throttle::Pass => work(chat.clone(), peer.clone()).await,
             }
         };
+        if let Err(error) = &result {
+            chat.metrics.refused(error.code);
+        }
+        let arrived = self.arrived;
         self.respond(&peer, event, result);
+        if cost == Cost::Message {
+            chat.metrics.ack_latency.observe(arrived.elapsed());
+        }
     }
 
     /// Answers the request: on its ack when the client asked for one; a refusal without

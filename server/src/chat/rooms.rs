@@ -221,6 +221,11 @@ impl Rooms {
             .clone()
     }
 
+    /// Rooms in memory (someone is in them).
+    pub fn live(&self) -> usize {
+        lock(&self.map).len()
+    }
+
     /// Whether the room is in memory (someone is in it).
     pub fn is_live(&self, name: &str) -> bool {
         lock(&self.map).contains_key(name)
