@@ -18,7 +18,8 @@ pub struct Config {
     #[arg(long, env = "BANTER_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Where messages are stored: `sqlite://PATH` (created on first start).
+    /// Where messages are stored: `sqlite://PATH` (created on first start), or
+    /// `postgres://…` for several nodes sharing one database (with --redis).
     #[arg(long, env = "BANTER_DATABASE", default_value = "sqlite://banter.db")]
     pub database: String,
 
@@ -120,6 +121,12 @@ pub struct Config {
     /// milliseconds: a reload or reconnect within it is not announced.
     #[arg(long, env = "BANTER_DEPARTURE_GRACE_MS", default_value_t = app::protocol::DEPARTURE_GRACE_MS)]
     pub departure_grace_ms: u64,
+
+    /// Redis, to run several nodes as one chat (`redis://host:port`): messages, typing,
+    /// presence, names and per-address limits are shared through it. Needs a database
+    /// all nodes share (--database postgres://…).
+    #[arg(long, env = "BANTER_REDIS")]
+    pub redis: Option<String>,
 
     /// Another host name this server may be reached at (repeatable; comma-separated in
     /// the env). Without --public-url only IP addresses and localhost are accepted as

@@ -3,6 +3,7 @@
 
 mod assets;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod metrics;
@@ -42,8 +43,17 @@ pub struct Built {
 }
 
 pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
+    build_node(options, storage, None)
+}
+
+/// A server that is one node of several, sharing state through `cluster` (`--redis`).
+pub fn build_node(
+    options: ChatOptions,
+    storage: Arc<dyn Storage>,
+    cluster: Option<Arc<cluster::Cluster>>,
+) -> Built {
     let leptos_options = leptos_options();
-    let chat = chat::Chat::new(options.clone(), storage);
+    let chat = chat::Chat::with_cluster(options.clone(), storage, cluster);
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(options.socket_buffer)
         // One limit for both transports: socketioxide's max_payload covers only polling.
@@ -72,7 +82,10 @@ pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
                     async move {
                         match chat.ready().await {
                             Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_owned()),
-                            Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                            Err(why) => (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {why}\n"),
+                            ),
                         }
                     }
                 }
@@ -86,7 +99,10 @@ pub fn build_server(options: ChatOptions, storage: Arc<dyn Storage>) -> Built {
                     let chat = chat.clone();
                     async move {
                         (
-                            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
                             chat.render_metrics(),
                         )
                     }

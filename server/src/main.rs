@@ -21,6 +21,10 @@ enum StartError {
     Listen(#[from] std::io::Error),
     #[error("cannot open the database: {0}")]
     Storage(#[from] server::storage::StorageError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] server::cluster::ClusterError),
+    #[error("--redis needs a database every node shares: --database postgres://…")]
+    SharedDatabase,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +68,17 @@ async fn run(config: server::Config) -> Result<(), StartError> {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    let server::Built { router, io, chat } = server::build_server(config.chat_options(), storage);
+    let cluster = match &config.redis {
+        Some(url) => {
+            if config.database.starts_with("sqlite:") {
+                return Err(StartError::SharedDatabase);
+            }
+            Some(server::cluster::Cluster::connect(url).await?)
+        }
+        None => None,
+    };
+    let server::Built { router, io, chat } =
+        server::build_node(config.chat_options(), storage, cluster);
     let stopping = Arc::new(Notify::new());
     // Connection info gives the per-address limits the client's address.
     let serve = axum::serve(

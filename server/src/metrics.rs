@@ -97,22 +97,51 @@ impl Metrics {
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(4096);
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         let counters = [
-            ("banter_messages_stored_total", "Messages committed.", &self.messages_stored),
-            ("banter_changes_stored_total", "Edits, deletes and reactions committed.", &self.changes_stored),
-            ("banter_slow_consumers_total", "Connections cut loose for not reading.", &self.slow_consumers),
-            ("banter_flooders_total", "Connections disconnected for flooding.", &FLOODERS),
+            (
+                "banter_messages_stored_total",
+                "Messages committed.",
+                &self.messages_stored,
+            ),
+            (
+                "banter_changes_stored_total",
+                "Edits, deletes and reactions committed.",
+                &self.changes_stored,
+            ),
+            (
+                "banter_slow_consumers_total",
+                "Connections cut loose for not reading.",
+                &self.slow_consumers,
+            ),
+            (
+                "banter_flooders_total",
+                "Connections disconnected for flooding.",
+                &FLOODERS,
+            ),
         ];
         for (name, help, counter) in counters {
             let value = counter.load(Ordering::Relaxed);
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         }
         let name = "banter_requests_refused_total";
-        let _ = writeln!(out, "# HELP {name} Requests refused, by error code.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests refused, by error code.\n# TYPE {name} counter"
+        );
         for (code, count) in CODES.iter().zip(&self.refused) {
-            let _ = writeln!(out, "{name}{{code=\"{code}\"}} {}", count.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{code=\"{code}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
         }
         self.ack_latency.render(
             &mut out,

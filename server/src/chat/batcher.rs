@@ -62,7 +62,13 @@ impl Batcher {
     pub fn spawn(chat: Weak<Chat>, storage: Arc<dyn Storage>, max_batch: usize) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let (committed, to_deliver) = mpsc::channel(COMMITTED);
-        tokio::spawn(run(chat.clone(), storage, receiver, committed, max_batch.max(1)));
+        tokio::spawn(run(
+            chat.clone(),
+            storage,
+            receiver,
+            committed,
+            max_batch.max(1),
+        ));
         tokio::spawn(deliver(chat, to_deliver));
         Self {
             queue,

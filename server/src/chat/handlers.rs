@@ -19,7 +19,6 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::ParserError;
 
 use super::connection::{connection_of, Peer, SocketArc, Speaker};
-use super::identities::ClaimRefusal;
 use super::limits::{retry_after_ms, ClientBudget};
 use super::request::{Cost, Request};
 use super::rooms::{Departure, JoinRefusal};
@@ -92,10 +91,9 @@ async fn join(
             .await
             .map_err(unavailable)?;
         if !exists && !chat.rooms.is_live(&req.room) {
-            let now = Instant::now();
-            if let Err((wait, _)) =
-                chat.clients
-                    .take(peer.conn.client, ClientBudget::RoomCreation, now, now)
+            if let Err((wait, _)) = chat
+                .take_client_budget(peer.conn.client, ClientBudget::RoomCreation, Instant::now())
+                .await
             {
                 let retry_after = retry_after_ms(wait);
                 return Err(ProtocolError::rate_limited(
@@ -131,6 +129,18 @@ async fn join(
                 ProtocolError::new(ErrorCode::Unavailable, "The connection closed.")
             }
         })?;
+    // With several nodes: changes up to the room's head are in the history read below;
+    // later ones reach this node's members through the room's feed, in order.
+    if let Some(cluster) = chat.cluster() {
+        if !cluster.is_tracked(&req.room) {
+            let head = chat
+                .storage
+                .last_seq(&req.room)
+                .await
+                .map_err(unavailable)?;
+            cluster.track(&req.room, head);
+        }
+    }
     let limit = ReadLimit {
         limit: CATCH_UP_LIMIT,
         max_bytes: MAX_REPLY_BYTES,
@@ -210,16 +220,7 @@ async fn identify(
             ));
         }
     }
-    chat.identities.ready().await;
-    let claim = chat
-        .identities
-        .claim(&key, name, token, Instant::now())
-        .map_err(|ClaimRefusal::Held| {
-            ProtocolError::new(
-                ErrorCode::NameTaken,
-                format!("Someone is already using the name \"{name}\"; pick another."),
-            )
-        })?;
+    let claim = chat.claim_name(&key, name, token).await?;
     let speaker = Speaker {
         name: name.to_owned(),
         key,
@@ -232,7 +233,7 @@ async fn identify(
         let mut membership = peer.conn.membership();
         if membership.closed {
             drop(membership);
-            chat.identities.release(&speaker.key, Instant::now());
+            chat.release_name(&speaker.key);
             return Err(ProtocolError::new(
                 ErrorCode::Unavailable,
                 "The connection closed.",

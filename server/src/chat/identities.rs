@@ -214,7 +214,7 @@ fn wall_ms() -> i64 {
 const SWEEP_AT: usize = 1024;
 
 /// 128 random bits from the operating system, hex encoded.
-fn new_token() -> String {
+pub fn new_token() -> String {
     let mut bytes = [0u8; 16];
     if let Err(err) = getrandom::fill(&mut bytes) {
         // Without OS randomness no token is safe to hand out; the process cannot do its
@@ -225,7 +225,7 @@ fn new_token() -> String {
 }
 
 /// Whether a presented token has the shape of the ones this server issues.
-fn is_well_formed(token: &str) -> bool {
+pub fn is_well_formed(token: &str) -> bool {
     token.len() == 32
         && token
             .bytes()

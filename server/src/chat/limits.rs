@@ -266,6 +266,8 @@ pub enum ConnectRefusal {
     ProxyHeader(String),
     #[error("the server is shutting down; reconnect in a moment")]
     ShuttingDown,
+    #[error("the server cannot reach the state it shares with its other nodes; retry")]
+    Unavailable,
 }
 
 #[derive(Default)]
@@ -348,6 +350,7 @@ impl ClientLimits {
         Ok(ConnectionSlot {
             limits: self.clone(),
             client,
+            cluster: None,
         })
     }
 
@@ -412,17 +415,31 @@ impl ClientLimits {
 pub struct ConnectionSlot {
     limits: Arc<ClientLimits>,
     client: Option<ClientKey>,
+    /// Where the connection is also counted for the whole cluster, if it is.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl ConnectionSlot {
     pub fn client(&self) -> Option<ClientKey> {
         self.client
     }
+
+    /// The connection is counted in the cluster too: it is counted out there as well.
+    pub fn counted_in(&mut self, cluster: Arc<crate::cluster::Cluster>) {
+        self.cluster = Some(cluster);
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.limits.release(self.client);
+        if let (Some(cluster), Some(client)) = (self.cluster.take(), self.client) {
+            tokio::spawn(async move {
+                if let Err(err) = cluster.release_connection(&client.to_string()).await {
+                    tracing::warn!(%err, "could not count a connection out in Redis");
+                }
+            });
+        }
     }
 }
 

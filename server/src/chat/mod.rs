@@ -37,6 +37,7 @@ use outlet::{shared_json, Outgoing, SendLimits};
 use rooms::{Departure, Rooms};
 use watchers::Watchers;
 
+use crate::cluster::Cluster;
 use crate::storage::{Storage, StorageError};
 
 /// Tunables of the chat service.
@@ -112,6 +113,8 @@ pub struct Chat {
     /// Requests being handled, for shutdown to wait on.
     requests: Activity,
     pub metrics: crate::metrics::Metrics,
+    /// The other nodes, with `--redis`.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Counts work in progress, and wakes whoever waits for there to be none.
@@ -156,6 +159,15 @@ impl Chat {
     /// The chat service and its tasks (batcher, evictions, name holds); needs a Tokio
     /// runtime.
     pub fn new(options: ChatOptions, storage: Arc<dyn Storage>) -> ChatState {
+        Self::with_cluster(options, storage, None)
+    }
+
+    /// The chat service of one node of several, sharing state through `cluster`.
+    pub fn with_cluster(
+        options: ChatOptions,
+        storage: Arc<dyn Storage>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> ChatState {
         let (evictions, evicted) = mpsc::unbounded_channel();
         let chat = Arc::new_cyclic(|chat| Chat {
             batcher: Batcher::spawn(chat.clone(), storage.clone(), options.max_batch),
@@ -165,7 +177,7 @@ impl Chat {
                 options.send_buffer_total,
                 evictions,
             ),
-            rooms: Arc::new(Rooms::new(options.departure_grace)),
+            rooms: Arc::new(Rooms::new(options.departure_grace, cluster.clone())),
             identities: Identities::new(options.name_hold),
             options,
             watchers: Arc::default(),
@@ -173,30 +185,186 @@ impl Chat {
             draining: AtomicBool::new(false),
             requests: Activity::default(),
             metrics: Default::default(),
+            cluster: cluster.clone(),
         });
         tokio::spawn(evict_slow_consumers(Arc::downgrade(&chat), evicted));
-        tokio::spawn(keep_names(Arc::downgrade(&chat)));
+        match &cluster {
+            // Names live in Redis, for every node.
+            Some(cluster) => {
+                cluster.attach(Arc::downgrade(&chat));
+                chat.identities.restore(Vec::new(), Instant::now());
+            }
+            None => {
+                tokio::spawn(keep_names(Arc::downgrade(&chat)));
+            }
+        }
         chat
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// `/metrics`: counters, latencies and the gauges read now.
     pub fn render_metrics(&self) -> String {
         self.metrics.render(&[
-            ("banter_connections", "Open Socket.IO connections.", self.clients.total() as u64),
-            ("banter_rooms", "Rooms with someone in them.", self.rooms.live() as u64),
+            (
+                "banter_connections",
+                "Open Socket.IO connections.",
+                self.clients.total() as u64,
+            ),
+            (
+                "banter_rooms",
+                "Rooms with someone in them.",
+                self.rooms.live() as u64,
+            ),
             (
                 "banter_send_buffer_bytes",
                 "Bytes waiting to be sent, all connections together.",
                 self.send_limits.total() as u64,
             ),
-            ("banter_draining", "1 while shutting down.", u64::from(self.is_draining())),
+            (
+                "banter_draining",
+                "1 while shutting down.",
+                u64::from(self.is_draining()),
+            ),
         ])
     }
 
-    /// `/readyz`: the database answers and the server is not shutting down.
+    /// Takes a token from an address' shared budget: here, or for the whole cluster.
+    pub async fn take_client_budget(
+        &self,
+        client: Option<limits::ClientKey>,
+        budget: limits::ClientBudget,
+        arrived: Instant,
+    ) -> Result<(), (Duration, bool)> {
+        let now = Instant::now();
+        let (Some(cluster), Some(client)) = (&self.cluster, client) else {
+            return self.clients.take(client, budget, arrived, now);
+        };
+        let limits = &self.options.limits;
+        let (limit, shared) = match budget {
+            limits::ClientBudget::Messages => {
+                (limits.client_messages, crate::cluster::Budget::Messages)
+            }
+            limits::ClientBudget::Requests => {
+                (limits.client_requests, crate::cluster::Budget::Requests)
+            }
+            limits::ClientBudget::RoomCreation => {
+                (limits.room_creation, crate::cluster::Budget::RoomCreation)
+            }
+        };
+        let Some(limit) = limit else { return Ok(()) };
+        let wall = now_ms();
+        let arrived_ms = wall - now.saturating_duration_since(arrived).as_millis() as i64;
+        match cluster
+            .take(
+                shared,
+                &client.to_string(),
+                limit.per_second,
+                limit.burst,
+                wall,
+                arrived_ms,
+            )
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some((wait_ms, early))) => Err((Duration::from_millis(wait_ms), early)),
+            Err(err) => {
+                // Redis unreachable: fall back to this node's own count rather than stop.
+                tracing::warn!(%err, "Redis failed a budget; counting on this node");
+                self.clients.take(Some(client), budget, arrived, now)
+            }
+        }
+    }
+
+    /// Gives back one connection's hold on a name.
+    fn release_name(&self, key: &str) {
+        match &self.cluster {
+            None => self.identities.release(key, Instant::now()),
+            Some(cluster) => {
+                let (cluster, key, hold) =
+                    (cluster.clone(), key.to_owned(), self.options.name_hold);
+                tokio::spawn(async move {
+                    if let Err(err) = cluster
+                        .release_name(&key, now_ms(), hold.as_millis() as u64)
+                        .await
+                    {
+                        tracing::warn!(%err, "could not release a name in Redis");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Takes a name for one more connection: locally, or for the whole cluster.
+    async fn claim_name(
+        &self,
+        key: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<identities::Claim, ProtocolError> {
+        let held = || {
+            ProtocolError::new(
+                ErrorCode::NameTaken,
+                format!("Someone is already using the name \"{name}\"; pick another."),
+            )
+        };
+        let Some(cluster) = &self.cluster else {
+            self.identities.ready().await;
+            return self
+                .identities
+                .claim(key, name, token, Instant::now())
+                .map_err(|identities::ClaimRefusal::Held| held());
+        };
+        let presented = token.filter(|t| identities::is_well_formed(t));
+        let fresh = identities::new_token();
+        let take_token = presented.map_or(fresh.clone(), str::to_owned);
+        let take = crate::storage::Owner::of_token(&take_token);
+        let presented_owner = token.map(crate::storage::Owner::of_token);
+        let granted = cluster
+            .claim_name(
+                key,
+                name,
+                presented_owner.as_ref(),
+                &take,
+                now_ms(),
+                self.options.name_hold.as_millis() as u64,
+            )
+            .await
+            .map_err(|err| {
+                tracing::error!(%err, "Redis failed claiming a name");
+                ProtocolError::new(
+                    ErrorCode::Unavailable,
+                    "The server could not reach Redis; try again.",
+                )
+            })?;
+        match granted {
+            crate::cluster::NameClaim::Held => Err(held()),
+            crate::cluster::NameClaim::Granted(owner) => {
+                let token = if Some(&owner) == presented_owner.as_ref() {
+                    token.unwrap_or_default().to_owned()
+                } else {
+                    take_token
+                };
+                Ok(identities::Claim { token, owner })
+            }
+        }
+    }
+
+    /// `/readyz`: the database (and Redis) answer and the server is not shutting down.
     pub async fn ready(&self) -> Result<(), String> {
         if self.is_draining() {
             return Err("shutting down".into());
+        }
+        if let Some(cluster) = &self.cluster {
+            if !cluster.is_connected() {
+                return Err("Redis is not reachable".into());
+            }
         }
         self.storage
             .ping()
@@ -216,6 +384,23 @@ impl Chat {
     /// Sends a committed change to its room (and its watchers): `message` for a new
     /// message, `updated` for a change to one; not to the connection that made it.
     fn deliver(&self, message: &Message, is_post: bool, from: Option<socketioxide::socket::Sid>) {
+        if is_post {
+            self.watchers.posted(&self.rooms, message);
+        }
+        match &self.cluster {
+            // In sequence with the other nodes' changes, through the room's feed.
+            Some(cluster) => cluster.committed(message, is_post, from),
+            None => self.deliver_here(message, is_post, from),
+        }
+    }
+
+    /// Sends a change to this node's members of its room, now.
+    pub fn deliver_here(
+        &self,
+        message: &Message,
+        is_post: bool,
+        from: Option<socketioxide::socket::Sid>,
+    ) {
         let event = if is_post {
             event::MESSAGE
         } else {
@@ -226,16 +411,41 @@ impl Chat {
             // Serialized once for every member.
             room.send_all(from, event, message);
         });
-        if is_post {
-            self.watchers.posted(&self.rooms, message);
-        }
+    }
+
+    /// A message posted on another node, for this node's watchers of its room.
+    pub fn watch_posted(&self, message: &Message) {
+        self.watchers.posted(&self.rooms, message);
+    }
+
+    /// Another node's typing notice.
+    pub fn remote_typing(&self, notice: &app::protocol::TypingNotice) {
+        self.rooms.remote_typing(notice);
+    }
+
+    /// Another node's person arrived in or left a room.
+    pub fn remote_presence(
+        &self,
+        room: &str,
+        key: &str,
+        name: &str,
+        arrived: bool,
+        announce: bool,
+    ) {
+        self.rooms
+            .remote_presence(room, key, name, arrived, announce);
+    }
+
+    /// This node's people, room by room, for the other nodes.
+    pub fn local_people(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.rooms.local_people()
     }
 
     /// Everything a connection leaves behind when it goes: rooms, watches, its name.
     fn forget(&self, peer: &Peer) {
         if let Some(speaker) = self.rooms.leave_all(peer, Departure::Dropped) {
             // The name stays reserved for its session token a while, for a reconnect.
-            self.identities.release(&speaker.key, Instant::now());
+            self.release_name(&speaker.key);
         }
         self.watchers.forget(peer);
         peer.conn.outlet.close();
@@ -248,6 +458,9 @@ impl Chat {
         // Requests that began before are finished and answered; later ones are refused.
         self.requests.idle().await;
         self.batcher.drain().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         let notice = protocol::ErrorNotice {
             event: String::new(),
             code: ErrorCode::Unavailable,
@@ -370,9 +583,21 @@ pub async fn register_handlers(
         .inspect_err(
         |refusal| tracing::warn!(sid = %socket.id, %refusal, "connection refused"),
     )?;
-    let slot = chat.clients.admit(client).inspect_err(|refusal| {
+    let mut slot = chat.clients.admit(client).inspect_err(|refusal| {
         tracing::info!(sid = %socket.id, ?client, %refusal, "connection refused");
     })?;
+    // With several nodes, an address' connections are counted on all of them.
+    if let (Some(cluster), Some(client)) = (&chat.cluster, client) {
+        let max = chat.options.limits.max_connections_per_client;
+        match cluster.admit(&client.to_string(), max).await {
+            Ok(true) => slot.counted_in(cluster.clone()),
+            Ok(false) => return Err(ConnectRefusal::PerClient(max)),
+            Err(err) => {
+                tracing::error!(%err, "Redis failed counting a connection");
+                return Err(ConnectRefusal::Unavailable);
+            }
+        }
+    }
     // A payload that is not `{"protocol": n}` (or none, as stock clients send) is 1.
     let protocol = auth.map_or(1, |auth| auth.protocol.max(1));
     let conn = Connection::new(socket.id, protocol, slot, chat.send_limits.clone());

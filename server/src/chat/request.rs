@@ -116,7 +116,7 @@ impl Request {
                 "The server is shutting down; reconnect in a moment.",
             ))
         } else {
-            match throttle(&chat, &peer, event, cost, self.arrived) {
+            match throttle(&chat, &peer, event, cost, self.arrived).await {
                 Throttle::Drop => return,
                 Throttle::Refuse(refusal) => Err(refusal),
                 Throttle::Pass if self.binary => Err(ProtocolError::new(
@@ -179,7 +179,13 @@ struct OkReply<'a, T: Serialize> {
 /// Applies the rate limits to one request, in arrival order (the caller holds the
 /// connection's turn). A refusal of a request that arrived before the wait it had been
 /// given was over counts against the connection; too many of those disconnect it.
-fn throttle(chat: &ChatState, peer: &Peer, event: &str, cost: Cost, arrived: Instant) -> Throttle {
+async fn throttle(
+    chat: &ChatState,
+    peer: &Peer,
+    event: &str,
+    cost: Cost,
+    arrived: Instant,
+) -> Throttle {
     let now = Instant::now();
     let limits = &chat.options.limits;
     let conn = &peer.conn;
@@ -189,9 +195,10 @@ fn throttle(chat: &ChatState, peer: &Peer, event: &str, cost: Cost, arrived: Ins
             (Bucket::Requests, limits.requests, ClientBudget::Requests)
         }
     };
-    let mut allowed = conn
-        .take(bucket, limit, arrived, now)
-        .and_then(|()| chat.clients.take(conn.client, budget, arrived, now));
+    let mut allowed = conn.take(bucket, limit, arrived, now);
+    if allowed.is_ok() {
+        allowed = chat.take_client_budget(conn.client, budget, arrived).await;
+    }
     if cost == Cost::Search {
         allowed = allowed.and_then(|()| conn.take(Bucket::Searches, limits.searches, arrived, now));
     }

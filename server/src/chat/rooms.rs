@@ -15,6 +15,10 @@
 //!
 //! A room lives in memory only while someone is in it (or departing); its messages live
 //! in storage.
+//!
+//! With several nodes (`cluster/`), a room also lists the people the other nodes have in
+//! it (`remote`): they count in its online list, and a person is announced as arriving
+//! only when no node had them, and as leaving only when no node has them any more.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,7 @@ use super::connection::{Peer, Speaker};
 use super::now_ms;
 use super::outlet::{shared_json, Outgoing};
 use super::typing::{Relay, TypingRelay, TYPING_TTL_MS};
+use crate::cluster::Cluster;
 use crate::lock;
 
 struct Member {
@@ -63,6 +68,8 @@ pub struct Room {
     pub has_messages: bool,
     pending: PendingPresence,
     departures: u64,
+    /// People in this room on other nodes, (key, name).
+    remote: Vec<(String, String)>,
 }
 
 pub struct RoomCell {
@@ -120,16 +127,36 @@ impl Room {
             .map(|m| &m.peer)
     }
 
-    /// People online (departing ones included, within their grace).
+    /// People here on other nodes only.
+    fn only_remote(&self) -> impl Iterator<Item = &(String, String)> {
+        self.remote
+            .iter()
+            .filter(|(key, _)| self.person(key).is_none())
+    }
+
+    fn is_elsewhere(&self, key: &str) -> bool {
+        self.remote.iter().any(|(k, _)| k == key)
+    }
+
+    /// People online (departing ones included, within their grace), on every node.
     pub fn online(&self) -> usize {
-        self.people.len()
+        self.people.len() + self.only_remote().count()
     }
 
     pub fn member_names(&self) -> Vec<String> {
         self.people
             .iter()
-            .take(MAX_MEMBERS_LISTED)
             .map(|p| p.name.clone())
+            .chain(self.only_remote().map(|(_, name)| name.clone()))
+            .take(MAX_MEMBERS_LISTED)
+            .collect()
+    }
+
+    /// Its people on this node, (key, name), for another node's snapshot.
+    fn local_people(&self) -> Vec<(String, String)> {
+        self.people
+            .iter()
+            .map(|p| (p.key.clone(), p.name.clone()))
             .collect()
     }
 
@@ -194,14 +221,61 @@ impl Room {
 pub struct Rooms {
     map: Mutex<HashMap<String, Arc<RoomCell>>>,
     grace: Duration,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Rooms {
-    /// Rooms whose departures are announced `grace` after a connection drops.
-    pub fn new(grace: Duration) -> Self {
+    /// Rooms whose departures are announced `grace` after a connection drops; with a
+    /// cluster, presence and typing are shared with the other nodes.
+    pub fn new(grace: Duration, cluster: Option<Arc<Cluster>>) -> Self {
         Self {
             map: Mutex::default(),
             grace,
+            cluster,
+        }
+    }
+
+    /// Every live room's people on this node.
+    pub fn local_people(&self) -> Vec<(String, Vec<(String, String)>)> {
+        let cells: Vec<Arc<RoomCell>> = lock(&self.map).values().cloned().collect();
+        cells
+            .iter()
+            .map(|cell| (cell.name.clone(), lock(&cell.state).local_people()))
+            .filter(|(_, people)| !people.is_empty())
+            .collect()
+    }
+
+    /// Another node's person arrived in or left a room (the first node to have them, or
+    /// the last): the room is told unless this node has them too.
+    pub fn remote_presence(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        person: &str,
+        arrived: bool,
+        announce: bool,
+    ) {
+        let Some(cell) = self.get(name) else { return };
+        let mut room = lock(&cell.state);
+        room.remote.retain(|(k, _)| k != key);
+        if arrived {
+            room.remote.push((key.to_owned(), person.to_owned()));
+        }
+        if room.person(key).is_none() && room.announce(name, person, arrived, announce, None) {
+            self.schedule_presence(&cell);
+        }
+    }
+
+    /// Another node's typing notice, for this node's members of the room.
+    pub fn remote_typing(&self, notice: &TypingNotice) {
+        self.with(&notice.room, |room| {
+            room.send_all(None, event::TYPING, notice)
+        });
+    }
+
+    fn publish_typing(&self, notice: &TypingNotice) {
+        if let Some(cluster) = &self.cluster {
+            cluster.typing(notice);
         }
     }
 
@@ -213,9 +287,17 @@ impl Rooms {
         lock(&self.map)
             .entry(name.to_owned())
             .or_insert_with(|| {
+                let remote = self
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| cluster.people(name))
+                    .unwrap_or_default();
                 Arc::new(RoomCell {
                     name: name.to_owned(),
-                    state: Mutex::new(Room::default()),
+                    state: Mutex::new(Room {
+                        remote,
+                        ..Room::default()
+                    }),
                 })
             })
             .clone()
@@ -301,7 +383,13 @@ impl Rooms {
                         members: vec![member],
                         departing: None,
                     });
-                    if room.announce(name, &speaker.name, true, !resume, Some(peer.sid())) {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.arrived(name, &speaker.key, &speaker.name, !resume);
+                    }
+                    // Someone already here through another node arrives for nobody.
+                    if !room.is_elsewhere(&speaker.key)
+                        && room.announce(name, &speaker.name, true, !resume, Some(peer.sid()))
+                    {
                         self.schedule_presence(&cell);
                     }
                 }
@@ -372,6 +460,7 @@ impl Rooms {
                 typing: false,
             };
             room.send_all(None, event::TYPING, &notice);
+            self.publish_typing(&notice);
         }
         if !last {
             return;
@@ -379,9 +468,7 @@ impl Rooms {
         match how {
             Departure::Leave => {
                 room.people.remove(index);
-                if room.announce(name, &person_name, false, true, None) {
-                    self.schedule_presence(&cell);
-                }
+                self.departed(&cell, &mut room, &key, &person_name);
             }
             Departure::Dropped => {
                 room.departures += 1;
@@ -412,13 +499,22 @@ impl Rooms {
             return;
         }
         let person = room.people.remove(index);
-        if room.announce(&cell.name, &person.name, false, true, None) {
-            self.schedule_presence(cell);
-        }
+        self.departed(cell, &mut room, key, &person.name);
         let empty = room.people.is_empty();
         drop(room);
         if empty {
             self.forget_if_empty(cell);
+        }
+    }
+
+    /// A person left the room on this node for good: the other nodes hear of it, and
+    /// the room is told unless they are still here through another node.
+    fn departed(self: &Arc<Self>, cell: &Arc<RoomCell>, room: &mut Room, key: &str, person: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.departed(&cell.name, key, person);
+        }
+        if !room.is_elsewhere(key) && room.announce(&cell.name, person, false, true, None) {
+            self.schedule_presence(cell);
         }
     }
 
@@ -427,6 +523,9 @@ impl Rooms {
         let empty = lock(&cell.state).people.is_empty();
         if empty && map.get(&cell.name).is_some_and(|c| Arc::ptr_eq(c, cell)) {
             map.remove(&cell.name);
+            if let Some(cluster) = &self.cluster {
+                cluster.untrack(&cell.name);
+            }
         }
     }
 
@@ -476,6 +575,7 @@ impl Rooms {
                 typing: false,
             };
             room.send_all(Some(peer.sid()), event::TYPING, &notice);
+            self.publish_typing(&notice);
         }
     }
 
@@ -532,6 +632,7 @@ impl Rooms {
                     typing,
                 };
                 room.send_all(Some(sid), event::TYPING, &notice);
+                self.publish_typing(&notice);
             }
             Relay::At(at) => {
                 let (rooms, cell) = (self.clone(), cell.clone());

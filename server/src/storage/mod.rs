@@ -267,6 +267,19 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Whether the database answers (for `/readyz`).
     fn ping(&self) -> StorageFuture<'_, ()>;
+
+    /// The highest number given out in each of `rooms`; for nodes that compare what they
+    /// delivered with what was committed (see `cluster/feed.rs`). Backends may answer
+    /// in one query; this default asks room by room.
+    fn heads<'a>(&'a self, rooms: &'a [String]) -> StorageFuture<'a, Vec<(String, u64)>> {
+        Box::pin(async move {
+            let mut heads = Vec::with_capacity(rooms.len());
+            for room in rooms {
+                heads.push((room.clone(), self.last_seq(room).await?));
+            }
+            Ok(heads)
+        })
+    }
 }
 
 /// Reactions as stored: with who gave each, by owner, so they can be taken back.
