@@ -704,3 +704,24 @@ async fn tokens_stay_out_of_the_logs() {
     assert!(!logs.contains(&token), "the token is in the logs");
     assert!(logs.contains("[redacted]"));
 }
+
+/// Look-alikes within one script cannot pass for a name in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_names_are_refused() {
+    let addr = start_server_with(quick(50, 1_000)).await;
+    let gwen = Client::connect(addr, "gwen").await;
+    gwen.join("Gwen", "general").await;
+    let mallory = Client::connect(addr, "mallory").await;
+    for alike in ["Gvven", "GVVEN", "gvven"] {
+        let reply = mallory
+            .request(event::JOIN, json!({"name": alike, "room": "general"}))
+            .await;
+        assert_refused(&reply, "name_taken", alike);
+        assert!(reply["error"]["message"].as_str().unwrap().contains("looks too much like"), "{reply}");
+    }
+    let other = Client::connect(addr, "other").await;
+    assert_ok(
+        &other.request(event::JOIN, json!({"name": "Gwendolyn", "room": "general"})).await,
+        "a different name",
+    );
+}

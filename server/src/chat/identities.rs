@@ -7,6 +7,11 @@
 //! normalised and case folded). This module is the only owner of names: a name is one
 //! session's, so a room never meets two people under one name.
 //!
+//! Look-alikes: besides `name_key` (case, width, compatibility forms), a name is
+//! compared with the names in use by its UTS #39 confusable skeletons, so that "Gvven"
+//! cannot join while "Gwen" is online, nor "rn" pass for "m" or "l" for "I" (see
+//! [`looks`]). The skeleton tables are the server's alone; the browser does not need them.
+//!
 //! Only a hash of each token is kept ([`Owner`]), in memory and in storage: storage
 //! learns who owns which name (written behind, about once a second, and every
 //! [`REFRESH`] for names in use), so that after a restart or a crash each name seen
@@ -52,6 +57,28 @@ impl Hold {
 pub enum ClaimRefusal {
     /// Someone else holds the name, or held it moments ago and may come back.
     Held,
+    /// The name looks like this one, which someone holds.
+    LooksLike(String),
+}
+
+/// What a name looks like, in the forms two names that look alike share: its UTS #39
+/// confusable skeleton, once as written and once case folded (the skeleton maps "I" to
+/// "l" but "i" to "i"), case folded, with "w" written "vv" (a pair UTS #39's table,
+/// which maps single characters, does not have). Two names look alike when any of their
+/// looks are equal.
+pub fn looks(name: &str) -> Vec<String> {
+    use caseless::Caseless;
+    use unicode_security::confusable_detection::skeleton;
+    let as_written: String = skeleton(name.trim()).collect();
+    let folded_first: String = skeleton(&name.trim().chars().default_case_fold().collect::<String>()).collect();
+    let mut looks: Vec<String> = [as_written, folded_first]
+        .into_iter()
+        .map(|look| look.chars().default_case_fold().collect::<String>())
+        .map(|look| look.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|look| look.replace('w', "vv"))
+        .collect();
+    looks.dedup();
+    looks
 }
 
 /// A name granted: the token to hand to the client, and its owner id.
@@ -65,6 +92,8 @@ pub struct Identities {
     /// How long a released name stays its owner's ([`NAME_HOLD`] unless a test says).
     hold: Duration,
     by_key: Mutex<HashMap<String, Hold>>,
+    /// Each look of a name in `by_key`, with that name's key.
+    by_look: Mutex<HashMap<String, String>>,
     /// Records to write to storage.
     dirty: Mutex<Vec<NameRecord>>,
     /// Set once the holds storage kept have been restored; claims wait for it.
@@ -82,6 +111,7 @@ impl Identities {
         Self {
             hold,
             by_key: Mutex::new(HashMap::new()),
+            by_look: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Vec::new()),
             ready: watch::Sender::new(false),
         }
@@ -91,7 +121,12 @@ impl Identities {
     /// connection closed at `now`. Then claims may proceed.
     pub fn restore(&self, records: Vec<NameRecord>, now: Instant) {
         let mut by_key = lock(&self.by_key);
+        let mut by_look = lock(&self.by_look);
         for record in records {
+            let looks = looks(&record.name);
+            for look in &looks {
+                by_look.insert(look.clone(), record.key.clone());
+            }
             by_key.entry(record.key).or_insert(Hold {
                 name: record.name,
                 owner: Owner(record.owner),
@@ -99,6 +134,7 @@ impl Identities {
                 released_at: Some(now),
             });
         }
+        drop(by_look);
         drop(by_key);
         self.ready.send_replace(true);
     }
@@ -119,9 +155,11 @@ impl Identities {
         now: Instant,
     ) -> Result<Claim, ClaimRefusal> {
         let mut by_key = lock(&self.by_key);
+        let mut by_look = lock(&self.by_look);
         if by_key.len() >= SWEEP_AT && by_key.len().is_power_of_two() {
             let hold = self.hold;
             by_key.retain(|_, h| h.is_reserved(now, hold));
+            by_look.retain(|_, key| by_key.contains_key(key));
         }
         if let Some(hold) = by_key.get_mut(key) {
             if let Some(token) =
@@ -141,6 +179,15 @@ impl Identities {
                 return Err(ClaimRefusal::Held);
             }
         }
+        let looks = looks(name);
+        for look in &looks {
+            let Some(other) = by_look.get(look).filter(|other| *other != key) else {
+                continue;
+            };
+            if let Some(hold) = by_key.get(other).filter(|h| h.is_reserved(now, self.hold)) {
+                return Err(ClaimRefusal::LooksLike(hold.name.clone()));
+            }
+        }
         // A free name taken with a token the client already holds keeps that token: a
         // client whose name's record was lost (it claimed the name just before a crash)
         // is still the same session, so its resends are still recognised. Choosing a
@@ -149,6 +196,9 @@ impl Identities {
             .filter(|token| is_well_formed(token))
             .map_or_else(new_token, str::to_owned);
         let owner = Owner::of_token(&token);
+        for look in &looks {
+            by_look.insert(look.clone(), key.to_owned());
+        }
         let hold = Hold {
             name: name.to_owned(),
             owner: owner.clone(),
@@ -368,6 +418,29 @@ mod tests {
             after.claim("alice", "Alice", Some(&claim.token), restart),
             Ok(claim)
         );
+    }
+
+    #[test]
+    fn look_alikes_of_a_name_in_use_are_refused() {
+        let ids = ids();
+        let now = Instant::now();
+        for (held, alike) in [("Gwen", "Gvven"), ("Tom", "Tomrn"), ("Ill", "lll"), ("m", "rn"), ("Ann", "ANN0")] {
+            let key = app::protocol::name_key(held);
+            ids.claim(&key, held, None, now).expect("free");
+            let other = app::protocol::name_key(alike);
+            let refused = ids.claim(&other, alike, None, now);
+            if held == "Tom" || held == "Ann" {
+                assert!(refused.is_ok(), "{alike} does not look like {held}");
+            } else {
+                assert_eq!(refused, Err(ClaimRefusal::LooksLike(held.to_owned())), "{alike}");
+            }
+        }
+        // Once the look-alike's hold is over, the name is free.
+        let later = now + NAME_HOLD * 2;
+        let ids2 = ids;
+        let key = app::protocol::name_key("Gwen");
+        ids2.release(&key, now);
+        assert!(ids2.claim(&app::protocol::name_key("Gvven"), "Gvven", None, later).is_ok());
     }
 
     #[test]

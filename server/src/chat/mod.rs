@@ -319,8 +319,18 @@ impl Chat {
             return self
                 .identities
                 .claim(key, name, token, Instant::now())
-                .map_err(|identities::ClaimRefusal::Held| held());
+                .map_err(|refusal| match refusal {
+                    identities::ClaimRefusal::Held => held(),
+                    identities::ClaimRefusal::LooksLike(other) => looks_like(name, &other),
+                });
         };
+        let looks = identities::looks(name);
+        let hold_ms = self.options.name_hold.as_millis() as u64;
+        match cluster.looks_taken(key, &looks, now_ms(), hold_ms).await {
+            Ok(Some(other)) => return Err(looks_like(name, &other)),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "Redis failed a look-alike check"),
+        }
         let presented = token.filter(|t| identities::is_well_formed(t));
         let fresh = identities::new_token();
         let take_token = presented.map_or(fresh.clone(), str::to_owned);
@@ -346,6 +356,9 @@ impl Chat {
         match granted {
             crate::cluster::NameClaim::Held => Err(held()),
             crate::cluster::NameClaim::Granted(owner) => {
+                if let Err(err) = cluster.record_looks(key, &looks).await {
+                    tracing::warn!(%err, "Redis failed recording a name's looks");
+                }
                 let token = if Some(&owner) == presented_owner.as_ref() {
                     token.unwrap_or_default().to_owned()
                 } else {
@@ -630,6 +643,13 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+fn looks_like(name: &str, other: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::NameTaken,
+        format!("\"{name}\" looks too much like \"{other}\", a name in use; pick another."),
+    )
 }
 
 fn unavailable(err: StorageError) -> ProtocolError {

@@ -126,6 +126,20 @@ fn bucket_script() -> Script {
     )
 }
 
+fn held_script() -> Script {
+    Script::new(&format!(
+        "{LIVE_COUNT}
+        local key = KEYS[1]
+        local now, hold = tonumber(ARGV[1]), tonumber(ARGV[2])
+        local name = redis.call('HGET', key, 'name')
+        if not name then return '' end
+        if live_count(key, 'h:') > 0 then return name end
+        local released = tonumber(redis.call('HGET', key, 'released') or '0')
+        if released > 0 and now - released < hold then return name end
+        return ''"
+    ))
+}
+
 /// What a claim came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameClaim {
@@ -180,6 +194,49 @@ impl super::Cluster {
         } else {
             NameClaim::Granted(Owner(owner))
         })
+    }
+
+    /// The name in use (held) that one of `looks` belongs to, if another than `key`.
+    pub async fn looks_taken(
+        &self,
+        key: &str,
+        looks: &[String],
+        now_ms: i64,
+        hold_ms: u64,
+    ) -> Result<Option<String>, ClusterError> {
+        let mut commands = self.commands();
+        for look in looks {
+            let other: Option<String> = redis::cmd("GET")
+                .arg(format!("banter:look:{look}"))
+                .query_async(&mut commands)
+                .await?;
+            let Some(other) = other.filter(|other| other != key) else {
+                continue;
+            };
+            let held: String = held_script()
+                .key(format!("banter:name:{other}"))
+                .arg(now_ms)
+                .arg(hold_ms)
+                .invoke_async(&mut commands)
+                .await?;
+            if !held.is_empty() {
+                return Ok(Some(held));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Notes which name `looks` belong to (for [`Cluster::looks_taken`]).
+    pub async fn record_looks(&self, key: &str, looks: &[String]) -> Result<(), ClusterError> {
+        let mut commands = self.commands();
+        for look in looks {
+            let _: () = redis::cmd("SET")
+                .arg(format!("banter:look:{look}"))
+                .arg(key)
+                .query_async(&mut commands)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn release_name(
