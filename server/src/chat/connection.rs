@@ -68,6 +68,8 @@ pub struct Connection {
     pub protocol: u32,
     /// Where the per-address limits count it; `None` without connection info.
     pub client: Option<ClientKey>,
+    /// Requests it may have waiting before it is disconnected as a flooder.
+    pub max_queued: u64,
     /// This connection's place in the connection caps; given back when it is dropped.
     _slot: ConnectionSlot,
     membership: Mutex<Membership>,
@@ -86,10 +88,12 @@ impl Connection {
         protocol: u32,
         slot: ConnectionSlot,
         send_limits: Arc<SendLimits>,
+        max_queued: u64,
     ) -> Self {
         Self {
             sid,
             protocol,
+            max_queued,
             client: slot.client(),
             _slot: slot,
             membership: Mutex::new(Membership::default()),

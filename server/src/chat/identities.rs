@@ -70,7 +70,8 @@ pub fn looks(name: &str) -> Vec<String> {
     use caseless::Caseless;
     use unicode_security::confusable_detection::skeleton;
     let as_written: String = skeleton(name.trim()).collect();
-    let folded_first: String = skeleton(&name.trim().chars().default_case_fold().collect::<String>()).collect();
+    let folded_first: String =
+        skeleton(&name.trim().chars().default_case_fold().collect::<String>()).collect();
     let mut looks: Vec<String> = [as_written, folded_first]
         .into_iter()
         .map(|look| look.chars().default_case_fold().collect::<String>())
@@ -424,7 +425,13 @@ mod tests {
     fn look_alikes_of_a_name_in_use_are_refused() {
         let ids = ids();
         let now = Instant::now();
-        for (held, alike) in [("Gwen", "Gvven"), ("Tom", "Tomrn"), ("Ill", "lll"), ("m", "rn"), ("Ann", "ANN0")] {
+        for (held, alike) in [
+            ("Gwen", "Gvven"),
+            ("Tom", "Tomrn"),
+            ("Ill", "lll"),
+            ("m", "rn"),
+            ("Ann", "ANN0"),
+        ] {
             let key = app::protocol::name_key(held);
             ids.claim(&key, held, None, now).expect("free");
             let other = app::protocol::name_key(alike);
@@ -432,7 +439,11 @@ mod tests {
             if held == "Tom" || held == "Ann" {
                 assert!(refused.is_ok(), "{alike} does not look like {held}");
             } else {
-                assert_eq!(refused, Err(ClaimRefusal::LooksLike(held.to_owned())), "{alike}");
+                assert_eq!(
+                    refused,
+                    Err(ClaimRefusal::LooksLike(held.to_owned())),
+                    "{alike}"
+                );
             }
         }
         // Once the look-alike's hold is over, the name is free.
@@ -440,7 +451,9 @@ mod tests {
         let ids2 = ids;
         let key = app::protocol::name_key("Gwen");
         ids2.release(&key, now);
-        assert!(ids2.claim(&app::protocol::name_key("Gvven"), "Gvven", None, later).is_ok());
+        assert!(ids2
+            .claim(&app::protocol::name_key("Gvven"), "Gvven", None, later)
+            .is_ok());
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct AbuseLimits {
     pub refusals: Option<RateLimit>,
     pub max_connections_per_client: usize,
     pub max_connections: usize,
+    /// Requests one connection may have waiting for their turn (see `request.rs`).
+    pub max_queued_requests: u64,
     /// A header set by a trusted reverse proxy holding the client's address (e.g.
     /// `X-Forwarded-For`); without it the TCP peer is the client.
     pub client_ip_header: Option<String>,
@@ -80,6 +82,7 @@ impl Default for AbuseLimits {
             refusals: RateLimit::new(1.0, 30.0),
             max_connections_per_client: 50,
             max_connections: 10_000,
+            max_queued_requests: 256,
             client_ip_header: None,
         }
     }
@@ -98,6 +101,7 @@ impl AbuseLimits {
             refusals: None,
             max_connections_per_client: usize::MAX,
             max_connections: usize::MAX,
+            max_queued_requests: u64::MAX,
             client_ip_header: None,
         }
     }

@@ -613,7 +613,13 @@ pub async fn register_handlers(
     }
     // A payload that is not `{"protocol": n}` (or none, as stock clients send) is 1.
     let protocol = auth.map_or(1, |auth| auth.protocol.max(1));
-    let conn = Connection::new(socket.id, protocol, slot, chat.send_limits.clone());
+    let conn = Connection::new(
+        socket.id,
+        protocol,
+        slot,
+        chat.send_limits.clone(),
+        chat.options.limits.max_queued_requests,
+    );
     socket.extensions.insert(Arc::new(conn));
     socket_ref.on(event::JOIN, handlers::on_join);
     socket_ref.on(event::MESSAGE, handlers::on_message);

@@ -33,11 +33,6 @@ pub enum Cost {
     Typing,
 }
 
-/// Requests one connection may have waiting for their turn. A client that follows the
-/// rate limits has a few; one that has this many sent far more than the limits take and
-/// is disconnected (every waiting request holds memory until its turn).
-pub const MAX_QUEUED_REQUESTS: u64 = 256;
-
 pub struct Request {
     peer: Option<Peer>,
     ack_id: Option<i64>,
@@ -64,7 +59,10 @@ impl FromMessageParts<LocalAdapter> for Request {
         });
         let ticket = peer.as_ref().map_or(0, |p| p.conn.turnstile.ticket());
         if let Some(peer) = &peer {
-            if peer.conn.turnstile.queued() > MAX_QUEUED_REQUESTS {
+            // A client that follows the rate limits has a few requests waiting; one with
+            // this many sent far more than the limits take, and every waiting request
+            // holds memory until its turn.
+            if peer.conn.turnstile.queued() > peer.conn.max_queued {
                 disconnect_flooder(peer, "");
             }
         }
