@@ -14,8 +14,13 @@ import {
   waitOnline,
 } from "./server";
 
-/** A server allowing one message per second after a burst of two. */
-const test = testWith({ args: ["--message-rate", "1", "--message-burst", "2"] });
+/**
+ * A server allowing one message per second after a burst of two, and announcing a
+ * dropped connection as gone 200 ms after it drops (10 s by default).
+ */
+const test = testWith({
+  args: ["--message-rate", "1", "--message-burst", "2", "--departure-grace-ms", "200"],
+});
 
 test("sending faster than allowed: the client waits as told, says so, and delivers all in order", async ({
   openUser,

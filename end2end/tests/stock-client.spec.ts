@@ -1,4 +1,7 @@
-import { test, expect, messageItem, onlineEntry, openAndJoin, send } from "./server";
+import { testWith, expect, messageItem, onlineEntry, openAndJoin, send } from "./server";
+
+/** Departures announced 200 ms after a connection drops (10 s by default). */
+const test = testWith({ args: ["--departure-grace-ms", "200"] });
 import {
   clientId,
   closeAll,
