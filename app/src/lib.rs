@@ -4,9 +4,9 @@
 
 pub mod client;
 pub mod codec;
-pub mod emoji;
 #[cfg(feature = "ui")]
 pub mod components;
+pub mod emoji;
 pub mod linkify;
 pub mod mentions;
 pub mod names;

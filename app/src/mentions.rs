@@ -38,8 +38,22 @@ fn ends_bare_mention(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
-            ',' | '.' | ';' | ':' | '!' | '?' | '(' | ')' | '{' | '}' | '"' | '\'' | '<' | '>'
-                | '`' | '*' | '@'
+            ',' | '.'
+                | ';'
+                | ':'
+                | '!'
+                | '?'
+                | '('
+                | ')'
+                | '{'
+                | '}'
+                | '"'
+                | '\''
+                | '<'
+                | '>'
+                | '`'
+                | '*'
+                | '@'
         )
 }
 
@@ -121,7 +135,10 @@ mod tests {
 
     #[test]
     fn bare_and_bracketed_mentions_are_found() {
-        assert_eq!(keys("hi @bob and @[Mary  Jane], see @Carol."), vec!["bob", "mary jane", "carol"]);
+        assert_eq!(
+            keys("hi @bob and @[Mary  Jane], see @Carol."),
+            vec!["bob", "mary jane", "carol"]
+        );
         assert!(mentions("ping @BOB!", "bob"));
         assert!(mentions("@[mary jane] look", "Mary Jane"));
         assert!(!mentions("@bobby", "bob"));

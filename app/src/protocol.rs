@@ -680,9 +680,7 @@ pub fn validate_query(raw: &str) -> Result<String, ProtocolError> {
     if chars < MIN_SEARCH_CHARS || chars > MAX_SEARCH_CHARS {
         return Err(ProtocolError::new(
             ErrorCode::BadRequest,
-            format!(
-                "A search is {MIN_SEARCH_CHARS} to {MAX_SEARCH_CHARS} characters long."
-            ),
+            format!("A search is {MIN_SEARCH_CHARS} to {MAX_SEARCH_CHARS} characters long."),
         ));
     }
     Ok(query)
@@ -711,7 +709,8 @@ mod tests {
 
     #[test]
     fn messages_from_protocol_one_servers_still_read() {
-        let old = json!({"id": 4, "room": "r", "author": "a", "text": "t", "ts": 1, "client_id": "c"});
+        let old =
+            json!({"id": 4, "room": "r", "author": "a", "text": "t", "ts": 1, "client_id": "c"});
         let message: Message = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(message.version(), 4);
         assert!(!message.deleted && message.reactions.is_empty() && message.reply_to.is_none());
@@ -726,13 +725,19 @@ mod tests {
     fn excerpts_are_one_short_line() {
         assert_eq!(excerpt("hello"), "hello");
         assert_eq!(excerpt("\n  first line  \nsecond"), "first line…");
-        assert_eq!(excerpt(&"x".repeat(200)).chars().count(), REPLY_EXCERPT_CHARS + 1);
+        assert_eq!(
+            excerpt(&"x".repeat(200)).chars().count(),
+            REPLY_EXCERPT_CHARS + 1
+        );
         assert_eq!(excerpt(""), "");
     }
 
     #[test]
     fn queries_are_bounded() {
-        assert_eq!(validate_query("  deploy   friday ").unwrap(), "deploy friday");
+        assert_eq!(
+            validate_query("  deploy   friday ").unwrap(),
+            "deploy friday"
+        );
         assert!(validate_query("ab").is_err());
         assert!(validate_query(&"a".repeat(201)).is_err());
         assert!(validate_emoji("👍").is_ok());

@@ -208,7 +208,10 @@ async fn health_readiness_and_metrics_for_operators() {
     alice.join("alice", "general").await;
     alice.say("general", "counted").await;
     let refused = alice
-        .request("message", serde_json::json!({"room": "nowhere", "text": "x", "client_id": "c"}))
+        .request(
+            "message",
+            serde_json::json!({"room": "nowhere", "text": "x", "client_id": "c"}),
+        )
         .await;
     support::assert_refused(&refused, "not_joined", "a counted refusal");
     let (status, body) = get(addr, "/healthz", &[]);
