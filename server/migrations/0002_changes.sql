@@ -14,14 +14,17 @@ ALTER TABLE messages ADD COLUMN reply_to INTEGER;
 ALTER TABLE messages ADD COLUMN reactions TEXT;
 -- The message's row in messages_fts, while its text is searchable.
 ALTER TABLE messages ADD COLUMN fts INTEGER;
-CREATE INDEX messages_rev ON messages (room, rev);
+-- Only messages that changed are indexed by rev: the others have rev = id, and the
+-- primary key finds them (most messages never change, so this costs them nothing).
+CREATE INDEX messages_changed ON messages (room, rev) WHERE rev != id;
 
 -- Every change's (room, owner, client_id), so a resend of any change is applied once.
 -- Keyed by the session, not the name: whoever takes a name over later cannot make the
--- earlier owner's messages look like resends.
+-- earlier owner's messages look like resends. `owner` is the 16 bytes of the owner's
+-- hash (its hex text for owners that are not one), to keep the keys short.
 CREATE TABLE change_ids (
     room      TEXT    NOT NULL,
-    owner     TEXT    NOT NULL,
+    owner     BLOB    NOT NULL,
     client_id TEXT    NOT NULL,
     -- The message the change touched.
     id        INTEGER NOT NULL,
@@ -29,7 +32,7 @@ CREATE TABLE change_ids (
 ) WITHOUT ROWID;
 -- Messages from before: their resends were recognised by name.
 INSERT INTO change_ids (room, owner, client_id, id)
-    SELECT room, 'name:' || author_key, client_id, id FROM messages;
+    SELECT room, CAST('name:' || author_key AS BLOB), client_id, id FROM messages;
 DROP INDEX messages_client_id;
 ALTER TABLE messages DROP COLUMN author_key;
 
@@ -57,15 +60,27 @@ CREATE TABLE names (
     last_seen INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Full-text search: trigrams match any run of three characters in any script.
+-- Full-text search: trigrams match any run of three characters in any script. The index
+-- keeps neither the text (contentless: `messages` has it) nor positions (detail=none: a
+-- word matches when all its trigrams occur, and the server checks each candidate's
+-- text), so it is a fraction of the size and costs a fraction to write. Its rows are
+-- numbered in the order messages arrive (newest first is the index's own order), and
+-- `search_rows` says which message each row is.
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     text,
-    room UNINDEXED,
-    id UNINDEXED,
-    tokenize = 'trigram'
+    content = '',
+    contentless_delete = 1,
+    tokenize = 'trigram',
+    detail = none
+);
+CREATE TABLE search_rows (
+    row  INTEGER PRIMARY KEY,
+    room TEXT    NOT NULL,
+    id   INTEGER NOT NULL
 );
 -- Older messages become searchable too, numbered in the order they were written.
 UPDATE messages SET fts = numbered.n
     FROM (SELECT room, id, ROW_NUMBER() OVER (ORDER BY ts, room, id) AS n FROM messages) AS numbered
     WHERE numbered.room = messages.room AND numbered.id = messages.id;
-INSERT INTO messages_fts (rowid, text, room, id) SELECT fts, text, room, id FROM messages;
+INSERT INTO messages_fts (rowid, text) SELECT fts, text FROM messages;
+INSERT INTO search_rows (row, room, id) SELECT fts, room, id FROM messages;

@@ -103,6 +103,7 @@ fn journal_schema() -> String {
             deleted          INTEGER NOT NULL,
             reply_to         INTEGER,
             reactions        TEXT,
+            fts              INTEGER,
             change_owner     TEXT    NOT NULL,
             change_client_id TEXT    NOT NULL
         ) -- {MESSAGE_COLUMNS}"
@@ -215,10 +216,19 @@ impl Appender {
         spawn("sqlite-checkpoint", move || {
             run_checkpoints(checkpointer, checkpoints_stopped)
         })?;
+        // New messages get search rows after every row the index has (or messages name).
+        let next_fts: i64 = connection.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(row) FROM main.search_rows), 0),
+                        COALESCE((SELECT MAX(fts) FROM main.messages), 0)) + 1",
+            [],
+            |row| row.get(0),
+        )?;
         let journal = Journal {
             connection,
             change_ids: HashMap::new(),
             latest: HashMap::new(),
+            search_ids: HashMap::new(),
+            next_fts,
             seqs: HashMap::new(),
             rows: 0,
             last_row: left,
@@ -291,8 +301,8 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     let tx = mover.unchecked_transaction()?;
     let moved = tx.execute(
         &format!(
-            "INSERT INTO main.messages ({MESSAGE_COLUMNS})
-             SELECT {MESSAGE_COLUMNS} FROM recent.message_journal
+            "INSERT INTO main.messages ({MESSAGE_COLUMNS}, fts)
+             SELECT {MESSAGE_COLUMNS}, fts FROM recent.message_journal
              WHERE seq <= ?1
              ORDER BY room, id, rev
              ON CONFLICT (room, id) DO UPDATE SET
@@ -305,8 +315,9 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     )?;
     tx.execute(
         "INSERT OR IGNORE INTO main.change_ids (room, owner, client_id, id)
-         SELECT room, change_owner, change_client_id, id FROM recent.message_journal
-         WHERE seq <= ?1",
+         SELECT room, COALESCE(unhex(change_owner), CAST(change_owner AS BLOB)),
+                change_client_id, id
+         FROM recent.message_journal WHERE seq <= ?1",
         params![upto],
     )?;
     tx.execute(
@@ -335,54 +346,49 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Brings the search index in line with the moved messages: new text indexed, edited
+/// Brings the search index in line with the moved messages, in two statements whatever
+/// their number: the rows of changed messages are taken out, then every moved message
+/// that is not deleted is indexed under the number the appender gave it (`fts`), unless
+/// it is there already (a move done twice after a crash). New text is indexed, edited
 /// text replaced, deleted text removed.
 fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
-    let touched: Vec<(String, i64)> = {
-        let mut statement = tx.prepare_cached(
-            "SELECT DISTINCT room, id FROM recent.message_journal WHERE seq <= ?1",
-        )?;
-        let rows = statement.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut read = tx.prepare_cached(
-        "SELECT text, deleted, fts FROM main.messages WHERE room = ?1 AND id = ?2",
-    )?;
-    let mut insert =
-        tx.prepare_cached("INSERT INTO main.messages_fts (text, room, id) VALUES (?1, ?2, ?3)")?;
-    let mut update =
-        tx.prepare_cached("UPDATE main.messages_fts SET text = ?1 WHERE rowid = ?2")?;
-    let mut remove = tx.prepare_cached("DELETE FROM main.messages_fts WHERE rowid = ?1")?;
-    let mut link =
-        tx.prepare_cached("UPDATE main.messages SET fts = ?3 WHERE room = ?1 AND id = ?2")?;
-    for (room, id) in touched {
-        let Some((text, deleted, fts)) = read
-            .query_row(params![room, id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, bool>(1)?,
-                    row.get::<_, Option<i64>>(2)?,
-                ))
-            })
-            .optional()?
-        else {
-            continue;
-        };
-        match (deleted, fts) {
-            (true, Some(row)) => {
-                remove.execute(params![row])?;
-                link.execute(params![room, id, Option::<i64>::None])?;
-            }
-            (true, None) => {}
-            (false, Some(row)) => {
-                update.execute(params![text, row])?;
-            }
-            (false, None) => {
-                insert.execute(params![text, room, id])?;
-                link.execute(params![room, id, tx.last_insert_rowid()])?;
-            }
-        }
-    }
+    // Changed messages: their old text leaves the index.
+    tx.prepare_cached(
+        "DELETE FROM main.messages_fts WHERE rowid IN (
+             SELECT DISTINCT fts FROM recent.message_journal
+             WHERE seq <= ?1 AND rev != id AND fts IS NOT NULL)",
+    )?
+    .execute(params![upto])?;
+    tx.prepare_cached(
+        "DELETE FROM main.search_rows WHERE row IN (
+             SELECT DISTINCT fts FROM recent.message_journal
+             WHERE seq <= ?1 AND rev != id AND fts IS NOT NULL)",
+    )?
+    .execute(params![upto])?;
+    // Every moved message that is not deleted (and not indexed yet: a move done twice).
+    tx.prepare_cached(
+        "CREATE TEMP TABLE IF NOT EXISTS to_index (row INTEGER PRIMARY KEY, room TEXT, id INTEGER, text TEXT);",
+    )?
+    .execute([])?;
+    tx.prepare_cached("DELETE FROM temp.to_index")?
+        .execute([])?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO temp.to_index (row, room, id, text)
+         SELECT m.fts, m.room, m.id, m.text FROM main.messages m
+         WHERE (m.room, m.id) IN (
+                   SELECT DISTINCT room, id FROM recent.message_journal WHERE seq <= ?1)
+           AND m.deleted = 0 AND m.fts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM main.search_rows s WHERE s.row = m.fts)",
+    )?
+    .execute(params![upto])?;
+    tx.prepare_cached(
+        "INSERT INTO main.messages_fts (rowid, text) SELECT row, text FROM temp.to_index",
+    )?
+    .execute([])?;
+    tx.prepare_cached(
+        "INSERT INTO main.search_rows (row, room, id) SELECT row, room, id FROM temp.to_index",
+    )?
+    .execute([])?;
     Ok(())
 }
 
@@ -437,6 +443,11 @@ struct Journal {
     change_ids: HashMap<ChangeKey, (i64, u64)>,
     /// The latest journal version of each message that has one, with its seq.
     latest: HashMap<(String, u64), (i64, StoredMessage)>,
+    /// Each journal message's row in the search index (`fts`), with the seq of its row.
+    search_ids: HashMap<(String, u64), (i64, i64)>,
+    /// The next row of the search index to give a new message: in the order messages
+    /// arrive, so a search's newest-first order is the index's own.
+    next_fts: i64,
     /// The last number given out per room.
     seqs: HashMap<String, u64>,
     /// Rows in the journal.
@@ -456,6 +467,8 @@ struct Journal {
 struct Scratch {
     change_ids: HashMap<ChangeKey, (i64, u64)>,
     latest: HashMap<(String, u64), (i64, StoredMessage)>,
+    search_ids: HashMap<(String, u64), (i64, i64)>,
+    next_fts: i64,
     seqs: HashMap<String, u64>,
     rows: usize,
     last_row: i64,
@@ -526,6 +539,7 @@ impl Journal {
         self.rows = self.rows.saturating_sub(deleted);
         self.change_ids.retain(|_, (seq, _)| *seq > upto);
         self.latest.retain(|_, (seq, _)| *seq > upto);
+        self.search_ids.retain(|_, (seq, _)| *seq > upto);
         if self.seqs.len() > REMEMBERED_ROOMS {
             self.seqs.clear();
         }
@@ -535,6 +549,7 @@ impl Journal {
     fn append(&mut self, changes: &[Change]) -> Result<Vec<Applied>, StorageError> {
         let mut scratch = Scratch {
             last_row: self.last_row,
+            next_fts: self.next_fts,
             ..Scratch::default()
         };
         // Deferred: the transaction writes only the journal, so it locks only the journal.
@@ -548,6 +563,8 @@ impl Journal {
         self.last_row = scratch.last_row;
         self.change_ids.extend(scratch.change_ids);
         self.latest.extend(scratch.latest);
+        self.search_ids.extend(scratch.search_ids);
+        self.next_fts = scratch.next_fts;
         self.seqs.extend(scratch.seqs);
         Ok(results)
     }
@@ -626,10 +643,18 @@ impl Journal {
                 message
             }
         };
+        let message_key = (message.room.clone(), message.id);
+        let fts = match &change.kind {
+            ChangeKind::Post { .. } => {
+                scratch.next_fts += 1;
+                Some(scratch.next_fts - 1)
+            }
+            _ => self.search_id(tx, scratch, &message_key)?,
+        };
         tx.prepare_cached(&format!(
             "INSERT INTO recent.message_journal
-                 ({MESSAGE_COLUMNS}, change_owner, change_client_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                 ({MESSAGE_COLUMNS}, change_owner, change_client_id, fts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))?
         .execute(params![
             message.room,
@@ -647,8 +672,12 @@ impl Journal {
             message.reactions.to_json(),
             change.owner.0,
             change.client_id,
+            fts,
         ])?;
         let row = tx.last_insert_rowid();
+        if let Some(fts) = fts {
+            scratch.search_ids.insert(message_key, (row, fts));
+        }
         scratch.rows += 1;
         scratch.last_row = scratch.last_row.max(row);
         scratch.change_ids.insert(key, (row, message.id));
@@ -656,6 +685,27 @@ impl Journal {
             .latest
             .insert((message.room.clone(), message.id), (row, message.clone()));
         Ok(Applied::Stored(self.public(tx, scratch, &message)?))
+    }
+
+    /// The row a message has in the search index.
+    fn search_id(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        scratch: &Scratch,
+        key: &(String, u64),
+    ) -> Result<Option<i64>, StorageError> {
+        if let Some((_, fts)) = scratch
+            .search_ids
+            .get(key)
+            .or_else(|| self.search_ids.get(key))
+        {
+            return Ok(Some(*fts));
+        }
+        let fts: Option<Option<i64>> = tx
+            .prepare_cached("SELECT fts FROM main.messages WHERE room = ?1 AND id = ?2")?
+            .query_row(params![key.0, to_i64(key.1)], |row| row.get(0))
+            .optional()?;
+        Ok(fts.flatten())
     }
 
     /// The message a change with this key touched, if the change was made before.
@@ -674,7 +724,8 @@ impl Journal {
         }
         let id: Option<i64> = tx
             .prepare_cached(
-                "SELECT id FROM main.change_ids WHERE room = ?1 AND owner = ?2 AND client_id = ?3",
+                "SELECT id FROM main.change_ids
+                 WHERE room = ?1 AND owner = COALESCE(unhex(?2), CAST(?2 AS BLOB)) AND client_id = ?3",
             )?
             .query_row(params![key.0, key.1, key.2], |row| row.get(0))
             .optional()?;

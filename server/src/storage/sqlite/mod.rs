@@ -326,25 +326,54 @@ impl SqliteStorage {
         up_to: Option<u64>,
         limit: u32,
     ) -> Result<(Vec<StoredMessage>, bool), StorageError> {
-        // The `messages` query may return versions the journal has replaced; any message
-        // in the first `limit` by final `rev` is among the first `limit + 1` rows of
-        // either query or makes the result overflow, which the caller treats as "more".
-        let merged = read_merged(
-            tx,
-            &journal_query("rev > ?2 AND id <= ?3"),
-            &messages_query(&format!(
-                "rev > ?2 AND id <= ?3 ORDER BY rev LIMIT {}",
-                u64::from(limit) + 1
-            )),
-            room,
-            to_i64(seq),
-            to_i64(up_to.unwrap_or(u64::MAX >> 1)),
-        )
-        .await?;
+        // A message with rev above `seq` either was posted after it (id > seq: the primary
+        // key finds it) or changed after it (rev != id: the partial index finds it). Each
+        // `messages` query reads one page; what it left out lies beyond its last row, so
+        // the merged result is exact up to the lowest such bound, and cut there.
+        let up_to = to_i64(up_to.unwrap_or(u64::MAX >> 1));
+        let page = i64::from(limit) + 1;
+        let mut merged = Merged::default();
+        let journal = sqlx::query(sqlx::AssertSqlSafe(journal_query("rev > ?2 AND id <= ?3")))
+            .bind(room)
+            .bind(to_i64(seq))
+            .bind(up_to)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &journal {
+            merged.add(decode(row)?);
+        }
+        let mut exact_to = u64::MAX;
+        for (query, by) in [
+            (
+                messages_query("rev != id AND rev > ?2 AND id <= ?3 ORDER BY rev LIMIT ?4"),
+                "rev",
+            ),
+            (
+                messages_query("id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"),
+                "id",
+            ),
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+                .bind(room)
+                .bind(to_i64(seq))
+                .bind(up_to)
+                .bind(page)
+                .fetch_all(&mut **tx)
+                .await?;
+            if rows.len() as i64 == page {
+                let last: i64 = rows.last().map_or(Ok(0), |row| row.try_get(by))?;
+                exact_to = exact_to.min(from_i64(last)?);
+            }
+            for row in &rows {
+                merged.add(decode(row)?);
+            }
+        }
         let mut messages: Vec<StoredMessage> =
             merged.0.into_values().filter(|m| m.rev > seq).collect();
         messages.sort_by_key(|m| m.rev);
-        let more = messages.len() > limit as usize;
+        let before = messages.len();
+        messages.retain(|m| m.rev <= exact_to);
+        let more = messages.len() > limit as usize || messages.len() < before;
         messages.truncate(limit as usize);
         Ok((messages, more))
     }
@@ -627,9 +656,28 @@ impl Storage for SqliteStorage {
             if long.is_empty() {
                 long.push(&phrase);
             }
-            let expression = long
+            // The index keeps no positions (detail=none), so a term is the set of its
+            // trigrams, each one token; the candidates' text is checked below.
+            let mut trigrams: Vec<String> = Vec::new();
+            for term in &long {
+                let chars: Vec<char> = term.chars().collect();
+                for window in chars.windows(3) {
+                    let trigram: String = window.iter().collect();
+                    if !trigrams.contains(&trigram) {
+                        trigrams.push(trigram);
+                    }
+                }
+            }
+            if trigrams.is_empty() {
+                // Shorter than a trigram: PROTOCOL.md's queries never are.
+                return Ok(Found {
+                    messages: Vec::new(),
+                    next: None,
+                });
+            }
+            let expression = trigrams
                 .iter()
-                .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let before = match cursor {
@@ -643,9 +691,10 @@ impl Storage for SqliteStorage {
             let candidates = i64::from(limit) * 2 + 1;
             let mut tx = self.pool.begin().await?;
             let hits = sqlx::query(
-                "SELECT rowid, room, id FROM main.messages_fts
-                 WHERE messages_fts MATCH ?1 AND rowid < ?2 AND (?3 IS NULL OR room = ?3)
-                 ORDER BY rowid DESC LIMIT ?4",
+                "SELECT f.rowid AS rowid, s.room AS room, s.id AS id
+                 FROM main.messages_fts f JOIN main.search_rows s ON s.row = f.rowid
+                 WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND (?3 IS NULL OR s.room = ?3)
+                 ORDER BY f.rowid DESC LIMIT ?4",
             )
             .bind(&expression)
             .bind(before)
