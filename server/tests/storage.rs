@@ -12,11 +12,21 @@ use server::storage::{
     Applied, Change, ChangeKind, ChangeRefusal, NameRecord, Owner, ReadLimit, RoomCursor, Storage,
 };
 
+mod process;
+
 mod backends {
     use super::*;
 
     pub async fn sqlite() -> Arc<dyn Storage> {
         server::storage::open("sqlite::memory:").await.unwrap()
+    }
+
+    /// A fresh database on a PostgreSQL of its own, which lives as long as the storage
+    /// is used (keep the server).
+    pub async fn postgres() -> (process::Postgres, Arc<dyn Storage>) {
+        let server = process::Postgres::start().await;
+        let storage = server::storage::open(&server.url()).await.unwrap();
+        (server, storage)
     }
 }
 
@@ -783,4 +793,153 @@ async fn sqlite_conforms() {
     tokio::time::timeout(Duration::from_secs(120), run_all(backends::sqlite().await))
         .await
         .expect("the suite finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    tokio::time::timeout(Duration::from_secs(100), async {
+        let (_server, storage) = backends::postgres().await;
+        run_all(storage).await;
+    })
+    .await
+    .expect("the suite finished in time");
+}
+
+/// What only a shared database has: several servers (here, several storages with pools
+/// of their own) appending to the same rooms at once, resends reaching more than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_is_shared_by_several_servers() {
+    tokio::time::timeout(Duration::from_secs(100), async {
+        let server = process::Postgres::start().await;
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(server::storage::open(&server.url()).await.unwrap());
+        }
+        // Every node posts to two rooms at once, in batches naming them in either order,
+        // and each change is sent to two nodes (a client resending after a failover).
+        let tasks: Vec<_> = (0..6)
+            .map(|t| {
+                let first = nodes[t % 3].clone();
+                let second = nodes[(t + 1) % 3].clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    for b in 0..20 {
+                        let mut batch: Vec<Change> = (0..3)
+                            .map(|n| {
+                                let room = if (t + n) % 2 == 0 { "x" } else { "y" };
+                                post(room, ANN, &format!("t{t}-b{b}-{n}"), "x")
+                            })
+                            .collect();
+                        if b % 2 == 1 {
+                            batch.reverse();
+                        }
+                        let (a, b) =
+                            tokio::join!(first.append(batch.clone()), second.append(batch));
+                        for (one, other) in a.unwrap().into_iter().zip(b.unwrap()) {
+                            let message = match (&one, &other) {
+                                (Applied::Stored(m), Applied::Duplicate(d))
+                                | (Applied::Duplicate(d), Applied::Stored(m)) => {
+                                    assert_eq!(m, d, "a resend gets the stored message");
+                                    m.clone()
+                                }
+                                other => panic!("stored once and recognised once: {other:?}"),
+                            };
+                            seen.push((message.room.clone(), message.id));
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let mut ids: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for task in tasks {
+            for (room, id) in task.await.unwrap() {
+                ids.entry(room).or_default().push(id);
+            }
+        }
+        let mut total = 0;
+        for (room, mut ids) in ids {
+            ids.sort_unstable();
+            let n = ids.len() as u64;
+            total += n;
+            assert_eq!(
+                ids,
+                (1..=n).collect::<Vec<_>>(),
+                "room {room}: gap-free, once each"
+            );
+            for node in &nodes {
+                assert_eq!(node.last_seq(&room).await.unwrap(), n);
+            }
+        }
+        assert_eq!(total, 6 * 20 * 3);
+        let asked = ["y".to_owned(), "nowhere".to_owned(), "x".to_owned()];
+        let heads = nodes[1].heads(&asked).await.unwrap();
+        assert_eq!(heads[1], ("nowhere".to_owned(), 0));
+        assert_eq!(heads[0].1 + heads[2].1, total, "{heads:?}");
+        // Every node reads the same history.
+        let history = |node: Arc<dyn Storage>| async move {
+            node.catch_up("x", 0, all()).await.unwrap().history
+        };
+        let expected = history(nodes[0].clone()).await;
+        assert_eq!(history(nodes[1].clone()).await, expected);
+        assert_eq!(history(nodes[2].clone()).await, expected);
+
+        // An edit on one node and a reaction on another: one sequence, seen by all.
+        let edit = change(
+            "x",
+            ANN,
+            "edit",
+            ChangeKind::Edit {
+                id: 1,
+                text: "edited".into(),
+            },
+        );
+        let react = change(
+            "x",
+            BOB,
+            "react",
+            ChangeKind::React {
+                id: 1,
+                emoji: "👍".into(),
+                add: true,
+            },
+        );
+        let (edited, reacted) = tokio::join!(one(&*nodes[0], edit), one(&*nodes[1], react));
+        let mut revs = [stored(&edited).rev, stored(&reacted).rev];
+        revs.sort_unstable();
+        let last = expected.len() as u64;
+        assert_eq!(revs, [last + 1, last + 2]);
+        let now = nodes[2].changes_since("x", last, 10).await.unwrap();
+        assert_eq!(now.len(), 1);
+        assert_eq!((now[0].text.as_str(), now[0].rev), ("edited", last + 2));
+        assert_eq!(now[0].reactions.len(), 1);
+
+        // Text PostgreSQL's `text` cannot hold comes back as it was sent.
+        let odd = stored(&one(&*nodes[0], post("odd", ANN, "nul", "a\0b 100%_done")).await).clone();
+        let back = nodes[1].before("odd", u64::MAX, all()).await.unwrap();
+        assert_eq!(back.messages, vec![odd.clone()]);
+        assert_eq!(back.messages[0].text, "a\0b 100%_done");
+        let limit = ReadLimit {
+            limit: 10,
+            max_bytes: usize::MAX,
+        };
+        let found = nodes[2]
+            .search("100%_done", None, limit, None)
+            .await
+            .unwrap();
+        assert_eq!(found.messages, vec![odd]);
+        assert!(nodes[2]
+            .search("100%%done", None, limit, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty());
+        // pg_trgm is in Debian's package: search has its index.
+        assert_eq!(
+            server.psql("SELECT indexname FROM pg_indexes WHERE indexname = 'messages_search'"),
+            "messages_search"
+        );
+    })
+    .await
+    .expect("finished in time");
 }

@@ -17,6 +17,7 @@
 //! latest version, with `reply_to` previews filled in as the original is now.
 
 mod names;
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -494,10 +495,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
 }
 
 /// Like [`open`]; `holder` tells a second server that finds the database taken who
-/// holds it.
+/// holds it (SQLite; a PostgreSQL database is meant to be shared).
 pub async fn open_as(url: &str, holder: &str) -> Result<Arc<dyn Storage>, StorageError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStorage::open_as(url, holder).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        // Shared by design: several servers use one database, so nothing is locked.
+        Ok(Arc::new(postgres::PostgresStorage::open(url).await?))
     } else {
         Err(StorageError::UnsupportedUrl(url.to_owned()))
     }

@@ -221,3 +221,217 @@ impl Redis {
             .status();
     }
 }
+
+/// A private PostgreSQL (Debian's postgresql package) on a free loopback port, with its
+/// data and its unix socket in a scratch directory, stopped and removed on drop. PostgreSQL
+/// refuses to run as root: under root, its commands run as the `postgres` user.
+pub struct Postgres {
+    pub child: Child,
+    pub port: u16,
+    bin: std::path::PathBuf,
+    /// Holds its data and socket; removed after the server stops.
+    dir: TempDir,
+}
+
+impl Postgres {
+    /// initdb, start, and create the database `banter` (user `banter`, trusted on
+    /// loopback only).
+    pub async fn start() -> Postgres {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bin = postgres_bin_dir();
+        let dir = TempDir::new(&format!("postgres-{n}"));
+        let run_as = if current_uid() == 0 {
+            let ids = (id_of("-u"), id_of("-g"));
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the postgres scratch directory");
+            Some(ids)
+        } else {
+            None
+        };
+        let data = dir.0.join("data");
+        let sockets = dir.0.join("sockets");
+        let this = |command: &str| {
+            let mut command = Command::new(bin.join(command));
+            if let Some((uid, gid)) = run_as {
+                use std::os::unix::process::CommandExt;
+                command.uid(uid).gid(gid);
+            }
+            command.current_dir(&dir.0);
+            command
+        };
+        // The socket directory, made by the user that serves it.
+        let status = {
+            let mut mkdir = Command::new("mkdir");
+            if let Some((uid, gid)) = run_as {
+                use std::os::unix::process::CommandExt;
+                mkdir.uid(uid).gid(gid);
+            }
+            mkdir.arg(&sockets).status().expect("mkdir")
+        };
+        assert!(status.success());
+        let initdb = this("initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "banter",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .arg("--no-sync")
+            .output()
+            .expect("run initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb failed:\n{}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = free_addr().port();
+        let child = this("postgres")
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&sockets)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            // A scratch database: durability is not what these tests are about.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        let mut postgres = Postgres {
+            child,
+            port,
+            bin,
+            dir,
+        };
+        for _ in 0..400 {
+            let ready = postgres
+                .tool("pg_isready")
+                .args(["-q", "-d", "postgres"])
+                .status()
+                .expect("pg_isready");
+            if ready.success() {
+                let created = postgres
+                    .tool("createdb")
+                    .arg("banter")
+                    .output()
+                    .expect("createdb");
+                assert!(
+                    created.status.success(),
+                    "createdb failed:\n{}",
+                    String::from_utf8_lossy(&created.stderr)
+                );
+                return postgres;
+            }
+            if let Ok(Some(status)) = postgres.child.try_wait() {
+                panic!("postgres exited with {status} before accepting connections");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("postgres did not start on port {port}");
+    }
+
+    /// A client tool of this installation, pointed at this server over TCP.
+    fn tool(&self, name: &str) -> Command {
+        let mut command = Command::new(self.bin.join(name));
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "banter",
+        ]);
+        command.stdout(Stdio::null());
+        command
+    }
+
+    /// The database `banter`, over TCP.
+    pub fn url(&self) -> String {
+        format!("postgres://banter@127.0.0.1:{}/banter", self.port)
+    }
+
+    /// Runs SQL with psql (for tests that look under the storage).
+    pub fn psql(&self, sql: &str) -> String {
+        let output = self
+            .tool("psql")
+            .args(["-d", "banter", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdout(Stdio::piped())
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "psql failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Immediate shutdown (SIGQUIT): the postmaster takes its backends down with it.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's PostgreSQL binaries, the newest installed (15 on the test machines).
+fn postgres_bin_dir() -> std::path::PathBuf {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort_unstable();
+    let version = versions
+        .into_iter()
+        .rev()
+        .find(|v| std::path::Path::new(&format!("/usr/lib/postgresql/{v}/bin/initdb")).exists())
+        .expect("PostgreSQL is not installed: apt-get install postgresql");
+    std::path::PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"))
+}
+
+/// This process's real uid, from /proc.
+fn current_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next()?.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// The postgres user's uid (`-u`) or gid (`-g`).
+fn id_of(which: &str) -> u32 {
+    let output = Command::new("id")
+        .args([which, "postgres"])
+        .output()
+        .expect("id postgres");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a postgres user (Debian's postgresql package makes one)")
+}
