@@ -89,6 +89,9 @@ pub const READ_FLUSH_MS: Millis = 2_000;
 /// retried this many times, this far apart, before the person is asked for a name.
 pub const REJOIN_ATTEMPTS: u32 = 12;
 pub const REJOIN_DELAY_MS: Millis = 3_000;
+/// Delivered messages the log keeps while new ones arrive: older ones leave the page
+/// (and come back as history on scrolling up), so a busy room's page stays light.
+pub const MAX_SHOWN_MESSAGES: usize = 400;
 /// How many joined rooms are remembered.
 pub const REMEMBERED_ROOMS: usize = 64;
 
@@ -1429,6 +1432,10 @@ impl Chat {
                 self.typing_changed();
                 self.merge_new(message);
                 self.saw_live(version);
+                if self.log.trim_oldest(MAX_SHOWN_MESSAGES) {
+                    self.view.older_available = true;
+                    self.dirty |= Dirty::HISTORY;
+                }
                 self.dirty |= Dirty::LINES;
                 self.mark_read();
                 self.rebuild_rooms();

@@ -442,6 +442,34 @@ impl Log {
         self.gaps.clear();
     }
 
+    /// Keeps at most `keep` delivered messages: when the log holds more than `keep` plus
+    /// [`TRIM_SLACK`], the oldest ones leave (with the notices above them) until `keep`
+    /// remain. Pending lines always stay. Returns whether anything left; what left comes
+    /// back as history when the reader scrolls up to it.
+    ///
+    /// The slack makes a trim rare (once per [`TRIM_SLACK`] new messages) rather than a
+    /// re-render of the top of the list at every message.
+    pub fn trim_oldest(&mut self, keep: usize) -> bool {
+        let held = self.messages.0.len();
+        if held <= keep + TRIM_SLACK {
+            return false;
+        }
+        let Some(first_kept) = self.messages.0.get(held - keep).map(|m| m.id) else {
+            return false;
+        };
+        self.messages.0.drain(..held - keep);
+        self.gaps.retain(|id| *id >= first_kept);
+        // Lines are in id order among delivered ones, notices where they happened: drop
+        // everything before the first kept message's line but pending ones.
+        let cut = self.index_of(first_kept).unwrap_or(0);
+        let mut index = 0;
+        self.lines.retain(|line| {
+            index += 1;
+            index > cut || line.is_pending()
+        });
+        true
+    }
+
     pub fn clear(&mut self) {
         self.lines.clear();
         self.messages.clear();
@@ -467,6 +495,9 @@ impl Log {
         }
     }
 }
+
+/// How far past its bound the log may grow before [`Log::trim_oldest`] cuts it back.
+pub const TRIM_SLACK: usize = 100;
 
 /// Messages sorted by id: a vector rather than a `BTreeMap`, whose code for one more
 /// key and value type costs the wasm more than a binary search does (messages mostly

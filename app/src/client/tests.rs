@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::chat::{keys, Action, Chat, Config, Connection, Effect, ACK_TIMEOUT_MS};
-use super::log::{Delivery, LineKind, MessageLine};
+use super::chat::{
+    keys, Action, Chat, Config, Connection, Effect, ACK_TIMEOUT_MS, MAX_SHOWN_MESSAGES,
+};
+use super::log::{Delivery, LineKind, MessageLine, TRIM_SLACK};
 use crate::codec::{decode_engine, decode_socket, encode_frame, EnginePacket, SocketPacket};
 use crate::protocol::{Message, Reaction};
 
@@ -1252,6 +1254,40 @@ fn older_history_pages_in_by_before() {
     );
     assert!(!sim.chat.view().older_available);
     assert_eq!(sim.ids().len(), 100);
+}
+
+#[test]
+fn a_busy_room_keeps_the_page_light_and_pages_the_rest_back_in() {
+    let history: Vec<Message> = (1..=50).map(|id| message(id, "bob", "x")).collect();
+    let mut sim = Sim::joined(&history);
+    sim.act(Action::Send("mine, not yet sent".into()));
+    sim.take(); // in flight, unacknowledged
+    let bound = MAX_SHOWN_MESSAGES + TRIM_SLACK;
+    for id in 51..=(bound as u64 + 1) {
+        sim.push("message", json!(message(id, "bob", &format!("m{id}"))));
+    }
+    let ids: Vec<u64> = sim.ids().into_iter().flatten().collect();
+    assert_eq!(ids.len(), MAX_SHOWN_MESSAGES, "cut back to the bound");
+    assert_eq!(ids.last(), Some(&(bound as u64 + 1)), "the newest stay");
+    assert!(
+        ids.windows(2).all(|w| w[0] + 1 == w[1]),
+        "one run, in order"
+    );
+    assert_eq!(
+        sim.texts().last().map(String::as_str),
+        Some("mine, not yet sent"),
+        "pending lines are never cut"
+    );
+    assert!(
+        sim.chat.view().older_available,
+        "what left can be paged back in"
+    );
+    sim.push("message", json!(message(bound as u64 + 2, "bob", "next")));
+    assert_eq!(
+        sim.ids().into_iter().flatten().count(),
+        MAX_SHOWN_MESSAGES + 1,
+        "no cut at every message: the slack"
+    );
 }
 
 #[test]
