@@ -934,6 +934,25 @@ async fn postgres_is_shared_by_several_servers() {
             .unwrap()
             .messages
             .is_empty());
+        // A refused Post leaves no room behind.
+        let ghost = change(
+            "ghost",
+            ANN,
+            "g",
+            ChangeKind::Post {
+                text: "reply to nothing".into(),
+                reply_to: Some(999),
+            },
+        );
+        assert_eq!(
+            one(&*nodes[0], ghost).await,
+            Applied::Refused(ChangeRefusal::NotFound)
+        );
+        assert_eq!(
+            server.psql("SELECT count(*) FROM rooms WHERE name = 'ghost'"),
+            "0"
+        );
+        assert!(!nodes[1].room_exists("ghost").await.unwrap());
         // pg_trgm is in Debian's package: search has its index.
         assert_eq!(
             server.psql("SELECT indexname FROM pg_indexes WHERE indexname = 'messages_search'"),

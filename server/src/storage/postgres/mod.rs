@@ -701,6 +701,18 @@ impl PostgresStorage {
             results.push(batch.apply(&mut tx, change).await?);
         }
         batch.write(&mut tx).await?;
+        // A room whose only Posts were refused got a row for nothing: it goes again.
+        let unused: Vec<&str> = posted
+            .iter()
+            .copied()
+            .filter(|room| batch.rooms.get(*room).is_some_and(|s| s.last_seq == 0))
+            .collect();
+        if !unused.is_empty() {
+            sqlx::query("DELETE FROM rooms WHERE name = ANY($1) AND last_seq = 0")
+                .bind(&unused)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(results)
     }
