@@ -811,10 +811,15 @@ async fn postgres_conforms() {
 async fn postgres_is_shared_by_several_servers() {
     tokio::time::timeout(Duration::from_secs(100), async {
         let server = process::Postgres::start().await;
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(server::storage::open(&server.url()).await.unwrap());
-        }
+        // Three servers starting at once on a fresh database: one migrates, the others
+        // wait for it (sqlx's advisory lock) and find the schema in place.
+        let url = server.url();
+        let opened = futures_util::future::join_all((0..3).map(|_| server::storage::open(&url)));
+        let nodes: Vec<Arc<dyn Storage>> = opened
+            .await
+            .into_iter()
+            .map(|opened| opened.expect("opened"))
+            .collect();
         // Every node posts to two rooms at once, in batches naming them in either order,
         // and each change is sent to two nodes (a client resending after a failover).
         let tasks: Vec<_> = (0..6)
