@@ -152,10 +152,8 @@ pub fn decode_socket(text: &str) -> Result<SocketPacket, CodecError> {
     let mut rest = chars.as_str();
 
     let ns = if rest.starts_with('/') {
-        let end = rest.find(',').ok_or_else(|| {
-            // A namespace alone ("1/chat") is valid only when nothing follows it.
-            CodecError::InvalidNamespace
-        });
+        // A namespace alone ("1/chat") is valid only when nothing follows it.
+        let end = rest.find(',').ok_or(CodecError::InvalidNamespace);
         match end {
             Ok(end) => {
                 let ns = rest[..end].to_owned();

@@ -677,7 +677,7 @@ pub fn validate_emoji(emoji: &str) -> Result<(), ProtocolError> {
 pub fn validate_query(raw: &str) -> Result<String, ProtocolError> {
     let query = raw.split_whitespace().collect::<Vec<_>>().join(" ");
     let chars = query.chars().count();
-    if chars < MIN_SEARCH_CHARS || chars > MAX_SEARCH_CHARS {
+    if !(MIN_SEARCH_CHARS..=MAX_SEARCH_CHARS).contains(&chars) {
         return Err(ProtocolError::new(
             ErrorCode::BadRequest,
             format!("A search is {MIN_SEARCH_CHARS} to {MAX_SEARCH_CHARS} characters long."),

@@ -94,7 +94,7 @@ impl OriginPolicy {
                     .split_once("://")
                     .is_some_and(|(_, origin_host)| origin_host.eq_ignore_ascii_case(host))
             });
-        same_host || self.allowed.iter().any(|allowed| *allowed == origin)
+        same_host || self.allowed.contains(&origin)
     }
 }
 

@@ -275,7 +275,7 @@ async fn memory_stays_bounded_when_clients_stop_reading() {
                 let mut ack = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     ack += 1;
-                    let (event, payload) = if ack % 2 == 0 {
+                    let (event, payload) = if ack.is_multiple_of(2) {
                         ("join", &join)
                     } else {
                         ("history", &history)

@@ -877,7 +877,7 @@ async fn cycle(addr: SocketAddr, style: u64, name: String) -> Result<(), String>
     if !open.starts_with('0') {
         return Err(format!("expected the open packet, got {open}"));
     }
-    if style % 4 == 0 {
+    if style.is_multiple_of(4) {
         // Gone before connecting to the namespace.
         return Ok(());
     }

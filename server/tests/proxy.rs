@@ -62,7 +62,7 @@ impl Nginx {
         );
         let path = dir.0.join("nginx.conf");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args([
                 "-p",
                 &dir.0.display().to_string(),
@@ -84,6 +84,8 @@ impl Nginx {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not start on {addr}");
     }
 }

@@ -165,7 +165,7 @@ impl Redis {
                 "redis-server is not installed: apt-get install redis-server (scripts/test does)",
             );
         let port = free_addr().port();
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .stdout(Stdio::null())
@@ -181,6 +181,8 @@ impl Redis {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not start on port {port}");
     }
 
