@@ -124,6 +124,11 @@ pub struct Cluster {
     peers: Mutex<HashMap<String, Instant>>,
     /// Feeds of the rooms live on this node.
     feeds: Mutex<HashMap<String, feed::Feed>>,
+    /// Held from taking a feed's ready changes until they are handed to the sockets, so
+    /// two tasks (the bus subscriber, the local batcher, the gap filler) cannot hand
+    /// over consecutive runs of one room in the wrong order. Taken before `feeds`, never
+    /// while holding it; delivery does not come back here.
+    delivering: Mutex<()>,
     connected: std::sync::atomic::AtomicBool,
 }
 
@@ -155,6 +160,7 @@ impl Cluster {
             remote: Mutex::default(),
             peers: Mutex::default(),
             feeds: Mutex::default(),
+            delivering: Mutex::default(),
             connected: std::sync::atomic::AtomicBool::new(false),
         });
         cluster.renew_liveness().await?;
@@ -224,6 +230,7 @@ impl Cluster {
 
     fn offer(&self, item: feed::Item) {
         let room = item.message.room.clone();
+        let _delivering = lock(&self.delivering);
         let ready = match lock(&self.feeds).get_mut(&room) {
             Some(feed) => feed.offer(item, Instant::now()),
             None => return,
@@ -628,6 +635,7 @@ async fn run_gap_filler(cluster: Weak<Cluster>) {
             match chat.storage().changes_since(&room, since, 1_000).await {
                 Ok(changed) => {
                     tracing::debug!(%room, since, found = changed.len(), "filled a gap from the database");
+                    let _delivering = lock(&cluster.delivering);
                     let ready = match lock(&cluster.feeds).get_mut(&room) {
                         Some(feed) => feed.fill(changed, Instant::now()),
                         None => continue,
