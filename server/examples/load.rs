@@ -58,6 +58,23 @@ struct Args {
     /// Tokio worker threads of this tool.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Crowd mode instead of senders: this many clients connect and join one room at
+    /// once, then stay idle; reports how long the joins took, whether the server counts
+    /// every one of them online, and the server's memory per client (with --server-pid).
+    #[arg(long)]
+    crowd: Option<usize>,
+    /// Connections opened at the same time in crowd mode.
+    #[arg(long, default_value_t = 500)]
+    crowd_concurrency: usize,
+    /// Seconds the crowd stays idle before memory is read.
+    #[arg(long, default_value_t = 5)]
+    settle_seconds: u64,
+    /// The protocol the crowd asks for at CONNECT (2: batched presence, as browsers do).
+    #[arg(long, default_value_t = 2)]
+    crowd_protocol: u32,
+    /// The server's process id, to read its memory (VmRSS) and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +120,9 @@ fn main() -> Result<(), LoadError> {
 }
 
 async fn run(args: Args) -> Result<(), LoadError> {
+    if let Some(clients) = args.crowd {
+        return crowd(&args, clients).await;
+    }
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -199,6 +219,136 @@ async fn run(args: Args) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// A crowd arrives: `clients` connect and join one room, `crowd_concurrency` at a time,
+/// then idle (answering heartbeats and reading what the server sends) while memory
+/// settles; a last client joins to read the room's online count.
+async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
+    let room = "crowd";
+    let protocol = args.crowd_protocol;
+    let rss_before = args.server_pid.and_then(server_rss_kb);
+    let cpu_before = args.server_pid.and_then(server_cpu_ms);
+    let started = Instant::now();
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.crowd_concurrency.max(1)));
+    let joined = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let (addr, permits, joined, stop, received) = (
+            args.addr.clone(),
+            permits.clone(),
+            joined.clone(),
+            stop.clone(),
+            received.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ws = {
+                let _permit = permits.acquire().await;
+                connect_and_join_reply(&addr, &format!("c{i}"), room, protocol)
+                    .await?
+                    .0
+            };
+            joined.fetch_add(1, Ordering::Relaxed);
+            idle(ws, &stop, &received).await
+        }));
+    }
+    while joined.load(Ordering::Relaxed) < clients as u64 {
+        if let Some(done) = tasks.iter().position(|t| t.is_finished()) {
+            let task = tasks.swap_remove(done);
+            task.await
+                .map_err(|e| LoadError::Unexpected(e.to_string()))??;
+            return Err(LoadError::Closed);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let joins = started.elapsed();
+    let cpu_joined = args.server_pid.and_then(server_cpu_ms);
+    tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+    let rss_after = args.server_pid.and_then(server_rss_kb);
+    // The server's count of who is online, as a newcomer's join reply says it.
+    let (online, _) = probe_online(&args.addr, room, protocol).await?;
+    println!(
+        "crowd of {clients} clients joining one room, {} at a time",
+        args.crowd_concurrency
+    );
+    println!(
+        "all joined after {:.2} s; the server counts {online} online (expected {})",
+        joins.as_secs_f64(),
+        clients + 1
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "server RSS {:.1} MB before, {:.1} MB after settling {} s: {:.1} KB per client",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            args.settle_seconds,
+            after.saturating_sub(before) as f64 / clients as f64
+        );
+    }
+    if let (Some(before), Some(joined)) = (cpu_before, cpu_joined) {
+        println!(
+            "server CPU for the joins: {} ms",
+            joined.saturating_sub(before)
+        );
+    }
+    println!(
+        "the crowd received {} frames in all",
+        received.load(Ordering::Relaxed)
+    );
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.abort();
+    }
+    if online != clients + 1 {
+        return Err(LoadError::Unexpected(format!(
+            "{online} online, expected {}",
+            clients + 1
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and answers heartbeats until stopped.
+async fn idle(mut ws: Ws, stop: &AtomicBool, received: &AtomicU64) -> Result<(), LoadError> {
+    while !stop.load(Ordering::Relaxed) {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) => {
+                received.fetch_add(1, Ordering::Relaxed);
+                if text.as_str() == "2" {
+                    ws.send(WsMessage::text("3")).await?;
+                }
+            }
+            Some(Ok(WsMessage::Close(_))) | None => return Err(LoadError::Closed),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Joins `room` as a newcomer and returns the online count of its reply.
+async fn probe_online(addr: &str, room: &str, protocol: u32) -> Result<(usize, Ws), LoadError> {
+    let (ws, reply) = connect_and_join_reply(addr, "crowd-probe", room, protocol).await?;
+    Ok((reply.online, ws))
+}
+
+/// VmRSS of a process, in KiB.
+fn server_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system CPU time of a process, in milliseconds (at 100 ticks a second).
+fn server_cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10)
+}
+
 fn room_name(room: usize) -> String {
     format!("load{room}")
 }
@@ -207,6 +357,18 @@ fn room_name(room: usize) -> String {
 /// as `name`, driving the client's session layer; then hands the socket to the
 /// hand-written hot path (the session's ack ids are done with by then).
 async fn connect_and_join(addr: &str, name: &str, room: &str) -> Result<Ws, LoadError> {
+    connect_and_join_reply(addr, name, room, 1)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// [`connect_and_join`], with the join's reply.
+async fn connect_and_join_reply(
+    addr: &str,
+    name: &str,
+    room: &str,
+    protocol: u32,
+) -> Result<(Ws, JoinReply), LoadError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     // tungstenite zeroes its whole read buffer (128 KiB by default) before each read:
     // with frames this small that memset was most of the tool's CPU time.
@@ -218,7 +380,7 @@ async fn connect_and_join(addr: &str, name: &str, room: &str) -> Result<Ws, Load
     let now = || started.elapsed().as_millis() as u64;
     let mut session = Session::new(
         session::Config {
-            auth: None,
+            auth: (protocol >= 2).then(|| serde_json::json!({ "protocol": protocol })),
             handshake_timeout: Some(10_000),
             heartbeat: true,
         },
@@ -245,7 +407,7 @@ async fn connect_and_join(addr: &str, name: &str, room: &str) -> Result<Ws, Load
                 }
                 SessionEvent::Ack { id, args } if Some(id) == join => {
                     return match session::decode_ack::<JoinReply>(args) {
-                        Ok(_) => Ok(ws),
+                        Ok(reply) => Ok((ws, reply)),
                         Err(refusal) => Err(LoadError::Refused(refusal.to_string())),
                     };
                 }
