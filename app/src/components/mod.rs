@@ -1,4 +1,12 @@
 //! The Leptos UI: the HTML shell, the routes and the chat page.
+//!
+//! The chat page's parts: [`message`] (one line of the log: a message with its reply
+//! quote, reactions and actions, or a notice), [`composer`] (writing, replying and
+//! editing) and [`search`] (the search field and its results).
+
+mod composer;
+mod message;
+mod search;
 
 use leptos::html;
 use leptos::prelude::*;
@@ -7,10 +15,12 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::use_params_map;
 use leptos_router::path;
 
-use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_CHARS};
-use crate::store::{
-    typing_text, Action, ChatStore, Connection, Delivery, Line, LineKind, MessageLine,
-};
+use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS};
+use crate::store::{typing_text, Action, ChatStore, Connection};
+
+use composer::{Compose, Composer};
+use message::LogLine;
+use search::{SearchForm, SearchPanel};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -119,6 +129,7 @@ fn ChatPage(room: String) -> impl IntoView {
                     <span class="brand">"Banter"</span>
                     <span class="room-name">"# "{room.clone()}</span>
                 </h1>
+                {move || store.me.get().is_some().then(|| view! { <SearchForm/> })}
                 <ConnectionBanner/>
             </header>
             {move || {
@@ -196,6 +207,7 @@ fn JoinForm() -> impl IntoView {
 #[component]
 fn ChatRoom() -> impl IntoView {
     let store = expect_context::<ChatStore>();
+    provide_context(Compose::new());
     view! {
         <div class="room">
             <aside class="members">
@@ -208,6 +220,7 @@ fn ChatRoom() -> impl IntoView {
                 </ul>
             </aside>
             <section class="conversation">
+                <SearchPanel/>
                 <MessageLog/>
                 <p class="typing" aria-live="polite">{move || typing_text(&store.typing.get())}</p>
                 <Composer/>
@@ -316,6 +329,35 @@ fn MessageLog() -> impl IntoView {
         }
         first_uid.set_value(first);
     });
+    // A reply's original or a search result asked for (`Action::LoadAround`): once its
+    // line is drawn, scroll it to the middle of the log and flash it.
+    Effect::new(move |_| {
+        let Some(id) = store.focus.get() else { return };
+        request_animation_frame(move || {
+            use leptos::wasm_bindgen::JsCast;
+            let Some(el) = log.get_untracked() else {
+                return;
+            };
+            let Ok(Some(item)) = el.query_selector(&format!("li.message[data-id=\"{id}\"]")) else {
+                return;
+            };
+            let item: leptos::web_sys::HtmlElement = item.unchecked_into();
+            let top = item.offset_top() - (el.client_height() - item.offset_height()) / 2;
+            el.set_scroll_top(top.max(0));
+            stick_to_bottom.set_value(false);
+            let classes = item.class_list();
+            let _ = classes.remove_1("focused");
+            // Restart the animation if the same message is asked for again.
+            let _ = item.offset_width();
+            let _ = classes.add_1("focused");
+            set_timeout(
+                move || {
+                    let _ = item.class_list().remove_1("focused");
+                },
+                std::time::Duration::from_millis(2_000),
+            );
+        });
+    });
     view! {
         <ul class="log" role="log" aria-label="Messages" node_ref=log on:scroll=on_scroll>
             <Show when=move || store.older_available.get()>
@@ -337,111 +379,67 @@ fn MessageLog() -> impl IntoView {
     .into_any()
 }
 
-#[component]
-fn LogLine(line: Line) -> impl IntoView {
-    let store = expect_context::<ChatStore>();
-    let time = view! { <time datetime=iso_time(line.ts)>{clock_time(line.ts)}</time> };
-    match line.kind {
-        LineKind::Notice(text) => {
-            view! { <li class="notice">{time}" "<span>{text}</span></li> }.into_any()
-        }
-        LineKind::Message(MessageLine {
-            author,
-            text,
-            status,
-            id,
-            ..
-        }) => {
-            let mine = store.me.get_untracked().as_deref() == Some(author.as_str());
-            let uid = line.uid;
-            let failure = match &status {
-                Delivery::Failed(reason) => Some(view! {
-                    <div class="failure">
-                        <span class="reason">{reason.clone()}</span>
-                        <button type="button" on:click=move |_| store.dispatch(Action::Retry(uid))>"Retry"</button>
-                        <button type="button" on:click=move |_| store.dispatch(Action::Discard(uid))>"Discard"</button>
-                    </div>
-                }),
-                _ => None,
-            };
-            view! {
-                <li class="message" class:mine=mine data-status=status.as_str() data-id=id.map(|id| id.to_string())>
-                    <div class="meta">
-                        <span class="author">{author}</span>
-                        {time}
-                        <span class="status">{status_label(&status)}</span>
-                    </div>
-                    // Text is only ever text nodes, never parsed as HTML; http(s) URLs in
-                    // it become links.
-                    <p class="text">{message_text(&text)}</p>
-                    {failure}
-                </li>
-            }
-            .into_any()
-        }
-    }
-}
-
 /// A message's text as text nodes and `<a>` links. Only `http(s)://` URLs are links
 /// (`crate::linkify`), opened in a new tab without handing the opener, the referrer or
-/// any search-ranking endorsement to the linked site.
+/// any search-ranking endorsement to the linked site. (The log renders
+/// [`message_text_for`]; this form is what `crate::linkify`'s rendering tests check.)
+#[cfg(all(test, feature = "ssr"))]
 pub(crate) fn message_text(text: &str) -> Vec<AnyView> {
-    crate::linkify::segments(text)
-        .into_iter()
-        .map(|segment| match segment {
-            crate::linkify::Segment::Text(text) => text.to_owned().into_any(),
-            crate::linkify::Segment::Link(url) => view! {
-                <a href=url.to_owned() target="_blank" rel="noopener noreferrer nofollow">
-                    {url.to_owned()}
-                </a>
-            }
-            .into_any(),
-        })
-        .collect()
+    message_text_for(text, None)
 }
 
-fn status_label(status: &Delivery) -> &'static str {
-    status.label()
-}
-
-#[component]
-fn Composer() -> impl IntoView {
-    let store = expect_context::<ChatStore>();
-    let (draft, set_draft) = signal(String::new());
-    let (error, set_error) = signal(None::<String>);
-    let on_submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        match crate::protocol::validate_text(&draft.get_untracked()) {
-            Ok(text) => {
-                set_error.set(None);
-                set_draft.set(String::new());
-                store.dispatch(Action::Send(text));
-            }
-            Err(e) => set_error.set(Some(e.message)),
+/// [`message_text`], with the mentions of `me` (`crate::mentions`) in `<mark>`.
+pub(crate) fn message_text_for(text: &str, me: Option<&str>) -> Vec<AnyView> {
+    let mine: Vec<(usize, usize)> = match me {
+        Some(me) => {
+            let key = crate::mentions::mention_key(me);
+            crate::mentions::find(text)
+                .into_iter()
+                .filter(|m| m.key == key)
+                .map(|m| (m.start, m.end))
+                .collect()
         }
+        None => Vec::new(),
     };
-    view! {
-        <form class="composer" on:submit=on_submit>
-            <label for="message" class="visually-hidden">"Message"</label>
-            <input
-                id="message"
-                name="message"
-                type="text"
-                autocomplete="off"
-                placeholder="Write a message"
-                maxlength=MAX_TEXT_CHARS
-                prop:value=draft
-                on:input=move |ev| {
-                    let value = event_target_value(&ev);
-                    store.dispatch(Action::Typing(!value.trim().is_empty()));
-                    set_draft.set(value);
+    let mut out = Vec::new();
+    for segment in crate::linkify::segments(text) {
+        match segment {
+            crate::linkify::Segment::Text(part) => {
+                // Segments are slices of `text`: where this one starts in it.
+                let base = part.as_ptr() as usize - text.as_ptr() as usize;
+                let mut at = 0;
+                for &(start, end) in &mine {
+                    if end <= base + at || start >= base + part.len() {
+                        continue;
+                    }
+                    let (from, to) = (
+                        start.max(base + at) - base,
+                        end.min(base + part.len()) - base,
+                    );
+                    if from > at {
+                        out.push(part[at..from].to_owned().into_any());
+                    }
+                    out.push(
+                        view! { <mark class="mention-me">{part[from..to].to_owned()}</mark> }
+                            .into_any(),
+                    );
+                    at = to;
                 }
-            />
-            <button type="submit">"Send"</button>
-            <button type="button" class="leave" on:click=move |_| store.dispatch(Action::Leave)>"Leave"</button>
-            {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
-        </form>
+                if at < part.len() || part.is_empty() {
+                    out.push(part[at..].to_owned().into_any());
+                }
+            }
+            crate::linkify::Segment::Link(url) => out.push(
+                view! {
+                    <a href=url.to_owned() target="_blank" rel="noopener noreferrer nofollow">
+                        {url.to_owned()}
+                    </a>
+                }
+                .into_any(),
+            ),
+        }
     }
+    out
 }
 
 /// `HH:MM` in the reader's time zone (UTC while rendering on the server).
@@ -459,6 +457,27 @@ fn clock_time(ts: i64) -> String {
             minutes.div_euclid(60).rem_euclid(24),
             minutes.rem_euclid(60)
         )
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` in the reader's time zone (UTC while rendering on the server).
+fn date_time(ts: i64) -> String {
+    #[cfg(feature = "browser")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            date.get_full_year(),
+            date.get_month() + 1,
+            date.get_date(),
+            date.get_hours(),
+            date.get_minutes()
+        )
+    }
+    #[cfg(not(feature = "browser"))]
+    {
+        let (y, m, d) = civil_from_days(ts.div_euclid(86_400_000));
+        format!("{y:04}-{m:02}-{d:02} {}", clock_time(ts))
     }
 }
 
@@ -500,5 +519,25 @@ mod tests {
         assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso_time(1_764_240_000_123), "2025-11-27T10:40:00.123Z");
         assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn date_time_formats_utc_on_the_server() {
+        assert_eq!(date_time(1_764_240_000_123), "2025-11-27 10:40");
+    }
+
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn mentions_of_the_reader_are_marked_as_text() {
+        let html = |text: &str, me: Option<&str>| message_text_for(text, me).to_html();
+        assert_eq!(
+            html("hi @Bob, see https://x.com/@bob and @[bob]<b>", Some("bob")),
+            "hi <mark class=\"mention-me\">@Bob</mark>, see \
+             <a href=\"https://x.com/@bob\" target=\"_blank\" rel=\"noopener noreferrer nofollow\">\
+             https://x.com/@bob</a> and <mark class=\"mention-me\">@[bob]</mark>&lt;b&gt;<!>"
+        );
+        // Nobody else's mentions, and nothing without a reader.
+        assert_eq!(html("@bobby @alice", Some("bob")), "@bobby @alice<!>");
+        assert_eq!(html("@bob", None), "@bob<!>");
     }
 }
