@@ -719,6 +719,47 @@ async fn search_finds_words_in_any_script_and_forgets_removed_text(storage: &dyn
     assert_eq!(rest.messages[0].text, "Deploy on Friday at noon");
 }
 
+/// A rare word under many newer messages that share its pieces (every trigram of
+/// "424242" is in "242424") is still on the first page.
+async fn search_looks_past_newer_near_misses(storage: &dyn Storage) {
+    let id = stored(&one(storage, post("s9", ANN, "near-0", "order 424242 shipped")).await).id;
+    let misses: Vec<Change> = (1..=300)
+        .map(|n| {
+            post(
+                "s9",
+                ANN,
+                &format!("near-{n}"),
+                &format!("order 242424 number {n}"),
+            )
+        })
+        .collect();
+    storage.append(misses).await.unwrap();
+    let limit = ReadLimit {
+        limit: 20,
+        max_bytes: usize::MAX,
+    };
+    eventually("the near misses are searchable", || async {
+        storage
+            .search("242424", Some("s9"), limit, None)
+            .await
+            .unwrap()
+            .messages
+            .len()
+            == 20
+    })
+    .await;
+    let found = storage
+        .search("424242", Some("s9"), limit, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [id],
+        "found under 300 newer near misses"
+    );
+    assert_eq!(found.next, None, "and nothing more to look at");
+}
+
 async fn names_are_kept(storage: &dyn Storage) {
     let record = |owner: &str, last_seen| NameRecord {
         key: "alice".into(),
@@ -784,6 +825,7 @@ async fn run_all(storage: Arc<dyn Storage>) {
     rooms_are_listed_by_activity_and_paged(s).await;
     activity_counts_unread_and_mentions(s).await;
     search_finds_words_in_any_script_and_forgets_removed_text(s).await;
+    search_looks_past_newer_near_misses(s).await;
     names_are_kept(s).await;
     concurrent_batches_number_a_room_without_gaps_or_repeats(storage.clone()).await;
 }

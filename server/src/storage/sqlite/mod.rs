@@ -27,6 +27,12 @@ use appender::Appender;
 use lock::DatabaseLock;
 use scratch::ScratchFile;
 
+/// Search candidates read from the index at a time.
+const SEARCH_BATCH: i64 = 200;
+/// Candidates one search looks at before it returns what it found with a cursor: a
+/// query whose trigrams are common but whose words are rare costs at most this much.
+const SEARCH_EXAMINED: usize = 5_000;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The columns a message version has, in `messages` and in the journal alike, in the
@@ -686,64 +692,69 @@ impl Storage for SqliteStorage {
                     .map_err(|_| StorageError::OutOfRange(format!("search cursor {cursor:?}")))?,
                 None => i64::MAX,
             };
-            // Edited and deleted text may still be indexed until its journal rows move:
-            // candidates are checked against their latest version.
-            let candidates = i64::from(limit) * 2 + 1;
+            // The index only says that a row holds every trigram (and edited or deleted
+            // text may still be indexed until its journal rows move): candidates are
+            // checked against their latest version, a batch at a time, newest first,
+            // until the page is full, the index has no more, or SEARCH_EXAMINED rows
+            // were looked at (then `next` says where to go on).
             let mut tx = self.pool.begin().await?;
-            let hits = sqlx::query(
-                "SELECT f.rowid AS rowid, s.room AS room, s.id AS id
-                 FROM main.messages_fts f JOIN main.search_rows s ON s.row = f.rowid
-                 WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND (?3 IS NULL OR s.room = ?3)
-                 ORDER BY f.rowid DESC LIMIT ?4",
-            )
-            .bind(&expression)
-            .bind(before)
-            .bind(room)
-            .bind(candidates)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut keys = Vec::with_capacity(hits.len());
-            for hit in &hits {
-                let row: i64 = hit.try_get("rowid")?;
-                let room: String = hit.try_get("room")?;
-                keys.push((row, room, from_i64(hit.try_get("id")?)?));
-            }
-            let latest = load_many(
-                &mut tx,
-                keys.iter().map(|(_, room, id)| (room.as_str(), *id)),
-            )
-            .await?;
             let mut found = Vec::new();
             let mut bytes = 0;
             let mut examined = 0;
-            for (_, room, id) in &keys {
-                if found.len() == limit as usize {
+            let mut cursor = before;
+            let mut next = None;
+            'batches: loop {
+                let hits = sqlx::query(
+                    "SELECT f.rowid AS rowid, s.room AS room, s.id AS id
+                     FROM main.messages_fts f JOIN main.search_rows s ON s.row = f.rowid
+                     WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND (?3 IS NULL OR s.room = ?3)
+                     ORDER BY f.rowid DESC LIMIT ?4",
+                )
+                .bind(&expression)
+                .bind(cursor)
+                .bind(room)
+                .bind(SEARCH_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut keys = Vec::with_capacity(hits.len());
+                for hit in &hits {
+                    let row: i64 = hit.try_get("rowid")?;
+                    let room: String = hit.try_get("room")?;
+                    keys.push((row, room, from_i64(hit.try_get("id")?)?));
+                }
+                let latest = load_many(
+                    &mut tx,
+                    keys.iter().map(|(_, room, id)| (room.as_str(), *id)),
+                )
+                .await?;
+                for (row, room, id) in &keys {
+                    if found.len() == limit as usize || examined == SEARCH_EXAMINED {
+                        // Rows from this one on are still to be looked at.
+                        next = Some((row + 1).to_string());
+                        break 'batches;
+                    }
+                    let matches = latest.get(&(room.clone(), *id)).filter(|message| {
+                        let text = message.text.to_lowercase();
+                        !message.deleted && words.iter().all(|w| text.contains(w.as_str()))
+                    });
+                    if let Some(message) = matches {
+                        let public = self.public(&mut tx, room, vec![message.clone()]).await?;
+                        let size: usize = public.iter().map(super::json_size).sum();
+                        if !found.is_empty() && bytes + size > max_bytes {
+                            next = Some((row + 1).to_string());
+                            break 'batches;
+                        }
+                        bytes += size;
+                        found.extend(public);
+                    }
+                    examined += 1;
+                    cursor = *row;
+                }
+                if keys.len() < SEARCH_BATCH as usize {
                     break;
                 }
-                let matches = latest.get(&(room.clone(), *id)).filter(|message| {
-                    let text = message.text.to_lowercase();
-                    !message.deleted && words.iter().all(|w| text.contains(w.as_str()))
-                });
-                if let Some(message) = matches {
-                    let public = self.public(&mut tx, room, vec![message.clone()]).await?;
-                    let size: usize = public.iter().map(super::json_size).sum();
-                    if !found.is_empty() && bytes + size > max_bytes {
-                        break;
-                    }
-                    bytes += size;
-                    found.extend(public);
-                }
-                examined += 1;
             }
             tx.commit().await?;
-            // More may follow when candidates were left unexamined or the page was full.
-            let more = examined < keys.len() || keys.len() == candidates as usize;
-            let next = more
-                .then(|| {
-                    keys.get(examined.saturating_sub(1))
-                        .map(|(row, _, _)| row.to_string())
-                })
-                .flatten();
             Ok(Found {
                 messages: found,
                 next,
