@@ -108,7 +108,11 @@ fn fill_text(id: u64) -> String {
         "budget", "travel", "weekend", "report", "server", "client", "question",
     ];
     let word = |k: u64| WORDS[(id.wrapping_mul(k) % WORDS.len() as u64) as usize];
-    let extra = if id.is_multiple_of(97) { " привет" } else { "" };
+    let extra = if id.is_multiple_of(97) {
+        " привет"
+    } else {
+        ""
+    };
     format!("{} {} {} number {id}{extra}", word(7), word(13), word(31))
 }
 
