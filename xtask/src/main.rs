@@ -48,6 +48,10 @@ const PIPELINE_VERSION: &str = "1";
 
 /// The stamp file in the private site directory: the key of the inputs it was built from.
 const STAMP: &str = ".xtask-stamp";
+/// The most a first visit may download, brotli-compressed wasm, JS and CSS together, in
+/// bytes: a guard against creep, set just above today's size (about 337 KB on
+/// 2026-12-02); the aim is 200 KB (docs/PERFORMANCE.md).
+const FIRST_VISIT_BUDGET: u64 = 350_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -474,6 +478,28 @@ impl Build {
             "precompression {:.1} s",
             step.elapsed().as_secs_f64()
         ));
+        // What a first visit downloads, compressed as it is served.
+        let first_visit = ["wasm", "js", "css"]
+            .iter()
+            .map(|ext| {
+                let path = pkg.join(format!("{}.{ext}.br", l.output_name));
+                fs::metadata(&path)
+                    .map(|m| m.len())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .sum::<Result<u64>>()?;
+        log(format!(
+            "first visit: {} KB of brotli-compressed wasm, JS and CSS (budget {} KB)",
+            first_visit / 1000,
+            FIRST_VISIT_BUDGET / 1000
+        ));
+        if first_visit > FIRST_VISIT_BUDGET {
+            return Err(format!(
+                "the first visit grew to {first_visit} bytes, over the budget of {FIRST_VISIT_BUDGET}: \
+                 find what the wasm carries that the page does not need (twiggy top), or raise \
+                 FIRST_VISIT_BUDGET in xtask/src/main.rs with a reason"
+            ));
+        }
 
         fs::write(tmp.join(STAMP), &key).map_err(|e| e.to_string())?;
         remove_if_exists(&built)?;

@@ -185,6 +185,7 @@ pub(crate) fn Composer() -> impl IntoView {
                 id="message"
                 name="message"
                 rows="1"
+                dir="auto"
                 autocomplete="off"
                 placeholder="Write a message"
                 aria-keyshortcuts="Enter"
