@@ -74,11 +74,21 @@ function trackSockets(page: Page): Attempt[] {
 /**
  * Before every document of the context loads, starts recording each `data-status` value
  * of each `li.message` (the same record as `recordStatuses`, read by `recordedStatuses`),
- * so the first state of rows restored right after a reload is seen too.
+ * so the first state of rows restored right after a reload is seen too; and keeps the
+ * texts the outbox held as the document started (`outboxAtLoad`).
  */
 async function recordStatusesFromLoad(context: BrowserContext): Promise<void> {
-  await context.addInitScript(() => {
-    const w = window as unknown as { __statusLog?: { el: Element; status: string | null }[] };
+  await context.addInitScript((key) => {
+    const w = window as unknown as {
+      __statusLog?: { el: Element; status: string | null }[];
+      __outboxAtLoad?: string[];
+    };
+    try {
+      const raw = localStorage.getItem(key);
+      w.__outboxAtLoad = raw === null ? [] : (JSON.parse(raw) as { text: string }[]).map((m) => m.text);
+    } catch {
+      w.__outboxAtLoad = [];
+    }
     const entries: { el: Element; status: string | null }[] = [];
     w.__statusLog = entries;
     const record = (el: Element) => entries.push({ el, status: el.getAttribute("data-status") });
@@ -101,7 +111,14 @@ async function recordStatusesFromLoad(context: BrowserContext): Promise<void> {
       attributes: true,
       attributeFilter: ["data-status"],
     });
-  });
+  }, OUTBOX_KEY);
+}
+
+/** The texts the outbox held when the current document started (`recordStatusesFromLoad`). */
+async function outboxAtLoad(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () => (window as unknown as { __outboxAtLoad?: string[] }).__outboxAtLoad ?? [],
+  );
 }
 
 /** Each text is shown exactly once on `page`. */
@@ -232,20 +249,22 @@ test("a reload while messages are pending still sends them", async ({ openUser, 
   expect(await outboxTexts(alice.page), "the outbox is persisted, in order").toEqual(texts);
 
   // Back up, and alice reloads at once: the old page may or may not have reconnected
-  // (and sent) by then; either way each message must end up stored exactly once.
+  // (and sent, and been acknowledged) by then; either way each message must end up
+  // stored exactly once.
   await server.restart();
   await alice.page.reload();
-  // Did the old page get to send from its outbox before it went away? It rejoins with
-  // `since` (it holds "before"); the reloaded page holds no delivered message yet, so
-  // its join has no `since`.
+  await waitHydrated(alice.page);
+  // What the reloaded page found in the outbox is what the old page had not had
+  // acknowledged. (The old page's sockets are a hint only: a frame sent just before the
+  // reload may never be reported.)
+  const restored = await outboxAtLoad(alice.page);
   const oldPageSent = aliceSockets.some((a) => a.joinedWithSince && a.sent.includes("message"));
   test.info().annotations.push({
     type: "race",
-    description: oldPageSent
-      ? "the old page reconnected and sent from its outbox before the reload"
-      : "the reload came first: the new page sent the messages from the restored outbox",
+    description: `the reloaded page found ${JSON.stringify(restored)} in the outbox${
+      oldPageSent ? "; the old page had reconnected and sent" : ""
+    }`,
   });
-  await waitHydrated(alice.page);
   await waitOnline(alice.page, 30_000);
 
   // She is back under her name, without the join form, and the outbox went out.
@@ -260,15 +279,13 @@ test("a reload while messages are pending still sends them", async ({ openUser, 
   }
   await expectOnceEach(alice.page, texts);
   await expect(logTexts(alice.page)).toHaveText(["before", ...texts]);
-  if (!oldPageSent) {
-    // The reloaded page showed them from the outbox as pending first, then delivered them.
-    for (const text of texts) {
-      const seen = await recordedStatuses(alice.page, text);
-      expect(seen, `statuses of "${text}" on the reloaded page`).toEqual([
-        "pending",
-        "delivered",
-      ]);
-    }
+  // What the reloaded page restored from the outbox it showed as pending first, then
+  // delivered; what the old page had delivered it shows as delivered from the start.
+  for (const text of texts) {
+    const seen = await recordedStatuses(alice.page, text);
+    expect(seen, `statuses of "${text}" on the reloaded page`).toEqual(
+      restored.includes(text) ? ["pending", "delivered"] : ["delivered"],
+    );
   }
 
   await expect(reconnectBanner(bob.page)).toBeHidden({ timeout: 30_000 });
