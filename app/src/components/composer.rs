@@ -185,7 +185,6 @@ pub(crate) fn Composer() -> impl IntoView {
                 id="message"
                 name="message"
                 rows="1"
-                dir="auto"
                 autocomplete="off"
                 placeholder="Write a message"
                 aria-keyshortcuts="Enter"

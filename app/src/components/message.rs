@@ -70,11 +70,8 @@ fn message_item(uid: u64, time: impl IntoView, message: MessageLine) -> impl Int
         Either::Left(view! { <p class="deleted">"This message was deleted"</p> })
     } else {
         // Text is only ever text nodes, never parsed as HTML; http(s) URLs in it become
-        // links and mentions of the reader are marked. `dir="auto"`: a message in Arabic or
-        // Hebrew reads right to left, with its punctuation and numbers in place.
-        Either::Right(
-            view! { <p class="text" dir="auto">{message_text_for(&text, me.as_deref())}</p> },
-        )
+        // links and mentions of the reader are marked.
+        Either::Right(view! { <p class="text">{message_text_for(&text, me.as_deref())}</p> })
     };
     // Reactions, the toolbar and the palette need the server's id.
     let actions = id.filter(|_| !deleted).map(|id| {
@@ -140,7 +137,7 @@ fn reply_quote(store: ChatStore, preview: ReplyPreview) -> impl IntoView {
             on:click=move |_| store.dispatch(Action::LoadAround(id))
         >
             {(!author.is_empty()).then(|| view! { <span class="quote-author">{author}</span> })}
-            <span class="quote-excerpt" dir="auto">{excerpt}</span>
+            <span class="quote-excerpt">{excerpt}</span>
         </button>
     }
 }
