@@ -7,6 +7,7 @@ pub mod codec;
 #[cfg(feature = "ui")]
 pub mod components;
 pub mod emoji;
+pub mod format;
 pub mod linkify;
 pub mod mentions;
 pub mod names;

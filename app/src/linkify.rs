@@ -305,33 +305,6 @@ mod tests {
     }
 }
 
-/// How the chat page renders the segments (`components::message_text`), as HTML: the
-/// form the server would send and the browser's hydration would expect. Rendering to
-/// HTML needs the `ssr` feature, which `cargo test --workspace` turns on for this crate
-/// (the server depends on it with `ssr`).
-#[cfg(all(test, feature = "ssr"))]
-mod render_tests {
-    use leptos::prelude::*;
-
-    fn html(text: &str) -> String {
-        crate::components::message_text(text).to_html()
-    }
-
-    #[test]
-    fn markup_is_escaped_and_only_http_urls_are_anchors() {
-        assert_eq!(
-            html("<img src=x onerror=alert(1)> & javascript:alert(2)"),
-            "&lt;img src=x onerror=alert(1)&gt; &amp; javascript:alert(2)<!>"
-        );
-        assert_eq!(
-            html("see https://x.com/?a=1&b=2\"><script>"),
-            "see <a href=\"https://x.com/?a=1&amp;b=2\" target=\"_blank\" \
-             rel=\"noopener noreferrer nofollow\">https://x.com/?a=1&amp;b=2</a>\
-             \"&gt;&lt;script&gt;<!>"
-        );
-    }
-}
-
 #[cfg(test)]
 mod hostile {
     use super::Segment::{Link, Text};

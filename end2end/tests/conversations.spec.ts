@@ -39,6 +39,40 @@ async function two(openUser: OpenUser) {
 }
 
 test.describe("conversations", () => {
+  test("messages in a row by one author are grouped, under a divider naming the day", async ({
+    openUser,
+  }) => {
+    const { alice, bob } = await two(openUser);
+    await send(alice, "one");
+    await send(alice, "two");
+    await expect(messageItem(alice, "two")).toHaveAttribute("data-status", "delivered");
+    await send(bob, "three");
+    const today = await bob.evaluate(() => {
+      const d = new Date();
+      const days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+      const months = ["January", "February", "March", "April", "May", "June", "July",
+        "August", "September", "October", "November", "December"];
+      return `${days[d.getDay()]}, ${d.getDate()} ${months[d.getMonth()]} ${d.getFullYear()}`;
+    });
+    for (const page of [alice, bob]) {
+      const log = page.getByRole("log");
+      await expect(log.locator("li.message")).toHaveCount(3);
+      // One divider, above everything, named for screen readers too.
+      await expect(log.getByRole("separator")).toHaveCount(1);
+      await expect(log.getByRole("separator", { name: today })).toBeVisible();
+      await expect(log.locator("li").first()).toHaveClass(/\bday\b/);
+      // "two" goes on from "one"; bob's "three" starts a group of its own.
+      await expect(messageItem(page, "one")).not.toHaveClass(/\bcontinued\b/);
+      await expect(messageItem(page, "two")).toHaveClass(/\bcontinued\b/);
+      await expect(messageItem(page, "three")).not.toHaveClass(/\bcontinued\b/);
+      // The exact time on hover.
+      await expect(messageItem(page, "three").locator("time")).toHaveAttribute(
+        "title",
+        /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$/,
+      );
+    }
+  });
+
   test("Enter sends, Shift+Enter adds a line; a reply shows its quote, which shows the original", async ({
     openUser,
   }) => {
@@ -114,6 +148,11 @@ test.describe("conversations", () => {
     await chip(alice).click();
     for (const page of [alice, bob]) await expect(chip(page)).toHaveText("👍 2");
     await expect(chip(alice)).toHaveAttribute("aria-pressed", "true");
+    // Who reacted: on hover, and read out with the count.
+    for (const page of [alice, bob]) {
+      await expect(chip(page)).toHaveAttribute("title", "bob, alice");
+      await expect(chip(page)).toHaveAccessibleName("👍 2 reactions: bob, alice");
+    }
 
     // bob takes his back; then alice hers: the chip is gone for both.
     await byId(bob, id).getByRole("button", { name: "👍 2" }).click();

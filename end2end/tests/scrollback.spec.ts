@@ -81,9 +81,14 @@ async function inView(page: Page, text: string): Promise<boolean> {
 }
 
 /** The first message wholly inside the log's viewport, and its distance from the log's
- * top edge in pixels. */
-async function firstInView(page: Page): Promise<{ text: string; offset: number } | null> {
-  return page.getByRole("log").evaluate((log) => {
+ * top edge in pixels. With `scrollToTop`, the log is first scrolled to its top in the same
+ * task, so the answer is read before the scroll event (and the load it starts) can run. */
+async function firstInView(
+  page: Page,
+  scrollToTop = false,
+): Promise<{ text: string; offset: number } | null> {
+  return page.getByRole("log").evaluate((log, scrollToTop) => {
+    if (scrollToTop) log.scrollTop = 0;
     const a = log.getBoundingClientRect();
     for (const li of log.querySelectorAll("li.message")) {
       const b = li.getBoundingClientRect();
@@ -93,7 +98,7 @@ async function firstInView(page: Page): Promise<{ text: string; offset: number }
       }
     }
     return null;
-  });
+  }, scrollToTop);
 }
 
 /** Where the message with this text is, in pixels from the log's top edge. */
@@ -143,20 +148,20 @@ test("scrollback through 1,000 messages", async ({ openUser, server }) => {
     pages += 1;
     expect(pages, "pages needed").toBeLessThanOrEqual(TOTAL / PAGE);
     const byScrolling = pages % 2 === 1;
+    let anchor: { text: string; offset: number } | null;
     if (byScrolling) {
-      // The reader scrolls to the top of the log, which loads the page before.
-      await log.evaluate((el) => {
-        el.scrollTop = 0;
-      });
+      // The reader scrolls to the top of the log, which loads the page before; what was in
+      // view is read before that page can come in above it.
+      anchor = await firstInView(page, true);
     } else {
       // The reader, scrolled up but not at the top, clicks "Load older messages" (as a
       // DOM click: Playwright's click() would scroll the button, at the very top of the
       // log, into view first, and each such scroll to the top loads a page by itself).
       await expect(older).toBeEnabled();
       expect((await scrollState(log)).top, "not at the top before clicking").toBeGreaterThan(100);
+      // What the reader is looking at now.
+      anchor = await firstInView(page);
     }
-    // What the reader is looking at now.
-    const anchor = await firstInView(page);
     expect(anchor, "a message is in view").not.toBeNull();
     if (byScrolling) {
       expect(anchor!.text, "at the top, the oldest message shown is in view").toBe(

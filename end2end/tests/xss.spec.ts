@@ -1,7 +1,8 @@
 /**
  * Hostile message text, typed and sent through the real UI by one person and received
- * by another: none of it may run, every message must read exactly as typed, and only
- * http(s) URLs may become links (with rel="noopener noreferrer nofollow").
+ * by another: none of it may run, every message must read exactly as typed (but for
+ * the formatting marks of the last few), and only http(s) URLs may become links (with
+ * rel="noopener noreferrer nofollow").
  */
 import type { Page } from "@playwright/test";
 import {
@@ -13,10 +14,17 @@ import {
   waitHydrated,
 } from "./server";
 
-/** A payload and the hrefs of the links it must render as, in order. */
+/**
+ * A payload and the hrefs of the links it must render as, in order; for a payload with
+ * formatting marks, the text it must show (the marks gone) and the elements it must
+ * render as, in document order (otherwise it must show exactly as typed, with nothing
+ * but links).
+ */
 interface Payload {
   text: string;
   links: string[];
+  shown?: string;
+  tags?: string[];
 }
 
 const longUnit = `<img src=x onerror="window.__xss='long'">`;
@@ -73,6 +81,34 @@ const corpus: Payload[] = [
     links: ["https://example.com/a", "HTTPS://EXAMPLE.COM/UPPER", "http://example.org/x"],
   },
   { text: longPayload, links: ["https://example.com/long"] },
+  // Formatting marks around markup: the elements are Banter's own, the markup stays text.
+  {
+    text: `**<img src=x onerror="window.__xss=31">**`,
+    links: [],
+    shown: `<img src=x onerror="window.__xss=31">`,
+    tags: ["strong"],
+  },
+  {
+    text: `_<script>window.__xss=32</script>_ and \`<svg onload=window.__xss=33>\``,
+    links: [],
+    shown: `<script>window.__xss=32</script> and <svg onload=window.__xss=33>`,
+    tags: ["em", "code"],
+  },
+  {
+    text: [
+      `> <iframe src="javascript:parent.__xss=34">`,
+      "```html",
+      `<script>window.__xss=35</script>`,
+      "```",
+      `**https://example.com/"onclick="window.__xss=36**`,
+    ].join("\n"),
+    links: ["https://example.com/"],
+    shown:
+      `<iframe src="javascript:parent.__xss=34">` +
+      `<script>window.__xss=35</script>` +
+      `https://example.com/"onclick="window.__xss=36`,
+    tags: ["blockquote", "pre", "code", "p", "strong", "a"],
+  },
 ];
 
 /** Sent last: once it shows, every message before it has been rendered. */
@@ -155,11 +191,15 @@ async function expectCorpusShownInert(page: Page, dialogs: string[], who: string
   await expect(log.locator('li.message:not([data-status="delivered"])')).toHaveCount(0);
 
   const shown = await rendered(page);
-  expect(shown.map((m) => m.text)).toEqual([...corpus.map((p) => p.text), SENTINEL]);
+  expect(shown.map((m) => m.text)).toEqual([...corpus.map((p) => p.shown ?? p.text), SENTINEL]);
   corpus.forEach((payload, i) => {
     const message = shown[i];
     const what = `${who}, message ${i + 1}: ${payload.text.slice(0, 80)}`;
-    expect(message.tags.every((tag) => tag === "a"), `${what}: only <a> inside`).toBe(true);
+    if (payload.tags) {
+      expect(message.tags, `${what}: its formatting`).toEqual(payload.tags);
+    } else {
+      expect(message.tags.every((tag) => tag === "a"), `${what}: only <a> inside`).toBe(true);
+    }
     expect(message.links.map((l) => l.href), `${what}: links`).toEqual(payload.links);
     for (const link of message.links) {
       expect(link.text, `${what}: a link shows its address`).toBe(link.href);

@@ -8,7 +8,8 @@ use leptos::html;
 use leptos::prelude::*;
 
 use super::composer::Compose;
-use super::{clock_time, iso_time, message_text_for};
+use super::text::message_body;
+use super::{clock_time, date_time, iso_time};
 use crate::protocol::{excerpt, Reaction, ReplyPreview};
 use crate::store::{Action, ChatStore, Delivery, Line, LineKind, MessageLine};
 
@@ -20,18 +21,39 @@ pub(crate) const PALETTE: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮",
 // not. A line as a whole is one, which bounds how deeply view types nest (the compiler's
 // query depth limit).
 
+/// A line, under the divider of its day when it is the first of one (`day`); `continues`:
+/// it goes on from a message by the same author just above, whose name it does not
+/// repeat (but for screen readers).
 #[component]
-pub(crate) fn LogLine(line: Line) -> impl IntoView {
-    let time = view! { <time datetime=iso_time(line.ts)>{clock_time(line.ts)}</time> };
-    match line.kind {
-        LineKind::Notice(text) => {
-            view! { <li class="notice">{time}" "<span>{text}</span></li> }.into_any()
+pub(crate) fn LogLine(line: Line, day: Option<String>, continues: bool) -> impl IntoView {
+    let time = view! {
+        <time datetime=iso_time(line.ts) title=date_time(line.ts)>{clock_time(line.ts)}</time>
+    };
+    let divider = day.map(|day| {
+        let label = day.clone();
+        view! {
+            <li class="day" role="separator" aria-label=label>
+                <span>{day}</span>
+            </li>
         }
-        LineKind::Message(message) => message_item(line.uid, time, message).into_any(),
-    }
+    });
+    let line = match line.kind {
+        LineKind::Notice(text) => {
+            Either::Left(view! { <li class="notice">{time}" "<span>{text}</span></li> })
+        }
+        LineKind::Message(message) => {
+            Either::Right(message_item(line.uid, time, message, continues))
+        }
+    };
+    view! { {divider} {line} }.into_any()
 }
 
-fn message_item(uid: u64, time: impl IntoView, message: MessageLine) -> impl IntoView {
+fn message_item(
+    uid: u64,
+    time: impl IntoView,
+    message: MessageLine,
+    continues: bool,
+) -> impl IntoView {
     let store = expect_context::<ChatStore>();
     let MessageLine {
         id,
@@ -69,9 +91,8 @@ fn message_item(uid: u64, time: impl IntoView, message: MessageLine) -> impl Int
     let body = if deleted {
         Either::Left(view! { <p class="deleted">"This message was deleted"</p> })
     } else {
-        // Text is only ever text nodes, never parsed as HTML; http(s) URLs in it become
-        // links and mentions of the reader are marked.
-        Either::Right(view! { <p class="text">{message_text_for(&text, me.as_deref())}</p> })
+        // Formatted (`super::text`); text is only ever text nodes, never parsed as HTML.
+        Either::Right(message_body(&text, me.as_deref()))
     };
     // Reactions, the toolbar and the palette need the server's id.
     let actions = id.filter(|_| !deleted).map(|id| {
@@ -92,6 +113,7 @@ fn message_item(uid: u64, time: impl IntoView, message: MessageLine) -> impl Int
         <li
             class="message"
             class:mine=mine
+            class:continued=continues
             class:mention=mentioned
             class:is-deleted=deleted
             data-status=status.as_str()
@@ -159,12 +181,20 @@ fn reaction_chips(
             let pressed = me.is_some_and(|me| reaction.names.iter().any(|n| n == me));
             let emoji = reaction.emoji.clone();
             let count = reaction.names.len();
+            let who = reaction.names.join(", ");
+            // Hover shows who; a screen reader hears the emoji, the count and who.
+            let label = format!(
+                "{} {count} {}: {who}",
+                reaction.emoji,
+                if count == 1 { "reaction" } else { "reactions" }
+            );
             view! {
                 <button
                     type="button"
                     class="reaction"
                     aria-pressed=pressed.to_string()
-                    title=reaction.names.join(", ")
+                    aria-label=label
+                    title=who
                     on:click=move |_| {
                         store.dispatch(Action::React { id, emoji: emoji.clone(), add: !pressed })
                     }

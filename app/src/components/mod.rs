@@ -2,11 +2,13 @@
 //!
 //! The chat page's parts: [`message`] (one line of the log: a message with its reply
 //! quote, reactions and actions, or a notice), [`composer`] (writing, replying and
-//! editing) and [`search`] (the search field and its results).
+//! editing), [`text`] (a message's formatted text) and [`search`] (the search field and
+//! its results).
 
 mod composer;
 mod message;
 mod search;
+mod text;
 
 use leptos::html;
 use leptos::prelude::*;
@@ -309,13 +311,22 @@ fn MessageLog() -> impl IntoView {
     let stick_to_bottom = StoredValue::new(true);
     let from_bottom = StoredValue::new(0);
     let first_uid = StoredValue::new(None::<u64>);
+    // The message at the top of the view when older messages were asked for, and how far
+    // below the log's top edge it was: it is put back there once they are in. (Keeping
+    // the distance from the bottom instead moved the view whenever something below it
+    // changed height in between.)
+    let anchor = StoredValue::new(None::<(String, i32)>);
+    let load_older = move || {
+        anchor.set_value(log.get_untracked().and_then(|el| top_message(&el)));
+        store.dispatch(Action::LoadOlder);
+    };
     let on_scroll = move |_| {
         if let Some(el) = log.get_untracked() {
             let distance = el.scroll_height() - el.scroll_top() - el.client_height();
             stick_to_bottom.set_value(distance < 48);
             from_bottom.set_value(distance);
             if el.scroll_top() < 32 && store.older_available.get_untracked() {
-                store.dispatch(Action::LoadOlder);
+                load_older();
             }
         }
     };
@@ -325,7 +336,14 @@ fn MessageLog() -> impl IntoView {
         if stick_to_bottom.get_value() {
             el.set_scroll_top(el.scroll_height());
         } else if first != first_uid.get_value() {
-            el.set_scroll_top(el.scroll_height() - el.client_height() - from_bottom.get_value());
+            let anchored = anchor.get_value().and_then(|(id, offset)| {
+                let item = message_element(&el, &id)?;
+                Some(item.offset_top() - offset)
+            });
+            el.set_scroll_top(anchored.unwrap_or_else(|| {
+                el.scroll_height() - el.client_height() - from_bottom.get_value()
+            }));
+            anchor.set_value(None);
         }
         first_uid.set_value(first);
     });
@@ -365,81 +383,142 @@ fn MessageLog() -> impl IntoView {
                     <button
                         type="button"
                         disabled=move || store.loading_older.get()
-                        on:click=move |_| store.dispatch(Action::LoadOlder)
+                        on:click=move |_| load_older()
                     >
                         {move || if store.loading_older.get() { "Loading…" } else { "Load older messages" }}
                     </button>
                 </li>
             </Show>
-            <For each=move || store.lines.get() key=|line| line.render_key() let:line>
-                <LogLine line/>
+            <For
+                each=move || store.lines.with(|lines| rows(lines, local_day))
+                key=|row| (row.line.render_key(), row.day.is_some(), row.continues)
+                let:row
+            >
+                <LogLine line=row.line day=row.day continues=row.continues/>
             </For>
         </ul>
     }
     .into_any()
 }
 
-/// A message's text as text nodes and `<a>` links. Only `http(s)://` URLs are links
-/// (`crate::linkify`), opened in a new tab without handing the opener, the referrer or
-/// any search-ranking endorsement to the linked site. (The log renders
-/// [`message_text_for`]; this form is what `crate::linkify`'s rendering tests check.)
-#[cfg(all(test, feature = "ssr"))]
-pub(crate) fn message_text(text: &str) -> Vec<AnyView> {
-    message_text_for(text, None)
+/// Messages by one author less than this far apart are shown as one group.
+const GROUP_GAP_MS: i64 = 5 * 60 * 1000;
+
+/// A line of the log with how it sits among its neighbours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub line: crate::store::Line,
+    /// A divider above it, naming its day: it is the first line, or the first of a day.
+    pub day: Option<String>,
+    /// It goes on from the message above: same author, same day, within
+    /// [`GROUP_GAP_MS`], and no gap in the history between them.
+    pub continues: bool,
 }
 
-/// [`message_text`], with the mentions of `me` (`crate::mentions`) in `<mark>`.
-pub(crate) fn message_text_for(text: &str, me: Option<&str>) -> Vec<AnyView> {
-    let mine: Vec<(usize, usize)> = match me {
-        Some(me) => {
-            let key = crate::mentions::mention_key(me);
-            crate::mentions::find(text)
-                .into_iter()
-                .filter(|m| m.key == key)
-                .map(|m| (m.start, m.end))
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let mut out = Vec::new();
-    for segment in crate::linkify::segments(text) {
-        match segment {
-            crate::linkify::Segment::Text(part) => {
-                // Segments are slices of `text`: where this one starts in it.
-                let base = part.as_ptr() as usize - text.as_ptr() as usize;
-                let mut at = 0;
-                for &(start, end) in &mine {
-                    if end <= base + at || start >= base + part.len() {
-                        continue;
-                    }
-                    let (from, to) = (
-                        start.max(base + at) - base,
-                        end.min(base + part.len()) - base,
-                    );
-                    if from > at {
-                        out.push(part[at..from].to_owned().into_any());
-                    }
-                    out.push(
-                        view! { <mark class="mention-me">{part[from..to].to_owned()}</mark> }
-                            .into_any(),
-                    );
-                    at = to;
+/// The log's lines as rows; `day_of` gives a time's day number in the reader's time zone.
+fn rows(lines: &[crate::store::Line], day_of: impl Fn(i64) -> i64) -> Vec<Row> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut previous: Option<&crate::store::Line> = None;
+    for line in lines {
+        let day = day_of(line.ts);
+        let new_day = previous.is_none_or(|p| day_of(p.ts) != day);
+        let continues = !new_day
+            && match (previous.and_then(|p| p.message()), line.message()) {
+                (Some(above), Some(this)) => {
+                    above.author == this.author
+                        && !this.gap_before
+                        && line.ts - previous.map_or(0, |p| p.ts) < GROUP_GAP_MS
                 }
-                if at < part.len() || part.is_empty() {
-                    out.push(part[at..].to_owned().into_any());
-                }
-            }
-            crate::linkify::Segment::Link(url) => out.push(
-                view! {
-                    <a href=url.to_owned() target="_blank" rel="noopener noreferrer nofollow">
-                        {url.to_owned()}
-                    </a>
-                }
-                .into_any(),
-            ),
-        }
+                _ => false,
+            };
+        out.push(Row {
+            line: line.clone(),
+            day: new_day.then(|| day_label(line.ts)),
+            continues,
+        });
+        previous = Some(line);
     }
     out
+}
+
+/// The day a time falls on in the reader's time zone (UTC while rendering on the server),
+/// as days since 1970-01-01.
+fn local_day(ts: i64) -> i64 {
+    #[cfg(feature = "browser")]
+    let offset_ms = {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
+        // Minutes behind UTC.
+        -(date.get_timezone_offset() as i64) * 60_000
+    };
+    #[cfg(not(feature = "browser"))]
+    let offset_ms = 0;
+    (ts + offset_ms).div_euclid(86_400_000)
+}
+
+/// "Wednesday, 2 December 2026": a day divider's label, in the reader's time zone.
+fn day_label(ts: i64) -> String {
+    const WEEKDAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let day = local_day(ts);
+    let (y, m, d) = civil_from_days(day);
+    // 1970-01-01 was a Thursday.
+    let weekday = WEEKDAYS[day.rem_euclid(7) as usize];
+    format!("{weekday}, {d} {} {y}", MONTHS[m as usize - 1])
+}
+
+/// The first delivered message at least partly in the log's view: its id, and how far
+/// its top is below the view's top edge (negative when it starts above it). The log is
+/// the messages' offset parent (`position: relative`).
+fn top_message(log: &leptos::web_sys::HtmlElement) -> Option<(String, i32)> {
+    use leptos::wasm_bindgen::JsCast;
+    let top = log.scroll_top();
+    let mut next = log.first_element_child();
+    while let Some(element) = next {
+        next = element.next_element_sibling();
+        let Some(id) = element.get_attribute("data-id") else {
+            continue;
+        };
+        let Ok(item) = element.dyn_into::<leptos::web_sys::HtmlElement>() else {
+            continue;
+        };
+        if item.offset_top() + item.offset_height() > top {
+            return Some((id, item.offset_top() - top));
+        }
+    }
+    None
+}
+
+/// The log's line for the message with this id.
+fn message_element(
+    log: &leptos::web_sys::HtmlElement,
+    id: &str,
+) -> Option<leptos::web_sys::HtmlElement> {
+    use leptos::wasm_bindgen::JsCast;
+    let item = log
+        .query_selector(&format!("li.message[data-id=\"{id}\"]"))
+        .ok()??;
+    item.dyn_into().ok()
 }
 
 /// `HH:MM` in the reader's time zone (UTC while rendering on the server).
@@ -522,22 +601,75 @@ mod tests {
     }
 
     #[test]
-    fn date_time_formats_utc_on_the_server() {
-        assert_eq!(date_time(1_764_240_000_123), "2025-11-27 10:40");
+    fn day_labels() {
+        assert_eq!(day_label(0), "Thursday, 1 January 1970");
+        assert_eq!(day_label(1_764_240_000_123), "Thursday, 27 November 2025");
+        assert_eq!(day_label(951_782_400_000), "Tuesday, 29 February 2000");
     }
 
-    #[cfg(feature = "ssr")]
+    fn message(uid: u64, ts: i64, author: &str, gap_before: bool) -> crate::store::Line {
+        crate::store::Line {
+            uid,
+            ts,
+            revision: 0,
+            kind: crate::store::LineKind::Message(crate::store::MessageLine {
+                id: Some(uid),
+                client_id: String::new(),
+                author: author.to_owned(),
+                text: "hi".to_owned(),
+                status: crate::store::Delivery::Delivered,
+                rev: 1,
+                edited_ts: None,
+                deleted: false,
+                reply_to: None,
+                reactions: Vec::new(),
+                gap_before,
+            }),
+        }
+    }
+
     #[test]
-    fn mentions_of_the_reader_are_marked_as_text() {
-        let html = |text: &str, me: Option<&str>| message_text_for(text, me).to_html();
+    fn rows_group_by_author_and_divide_days() {
+        let day = 86_400_000;
+        let minute = 60_000;
+        let lines = vec![
+            message(1, 10 * minute, "ann", false),
+            message(2, 11 * minute, "ann", false),
+            message(3, 12 * minute, "bob", false),
+            message(4, 13 * minute, "bob", true),
+            message(5, 20 * minute, "bob", false),
+            message(6, day + 21 * minute, "bob", false),
+            crate::store::Line {
+                uid: 7,
+                ts: day + 22 * minute,
+                revision: 0,
+                kind: crate::store::LineKind::Notice("bob left".to_owned()),
+            },
+            message(8, day + 23 * minute, "bob", false),
+        ];
+        let rows = rows(&lines, |ts| ts.div_euclid(day));
+        let shape: Vec<(bool, bool)> = rows
+            .iter()
+            .map(|r| (r.day.is_some(), r.continues))
+            .collect();
         assert_eq!(
-            html("hi @Bob, see https://x.com/@bob and @[bob]<b>", Some("bob")),
-            "hi <mark class=\"mention-me\">@Bob</mark>, see \
-             <a href=\"https://x.com/@bob\" target=\"_blank\" rel=\"noopener noreferrer nofollow\">\
-             https://x.com/@bob</a> and <mark class=\"mention-me\">@[bob]</mark>&lt;b&gt;<!>"
+            shape,
+            vec![
+                (true, false),  // the first line: a divider
+                (false, true),  // ann again, a minute later
+                (false, false), // bob
+                (false, false), // after a gap in the history
+                (false, false), // seven minutes later
+                (true, false),  // the next day
+                (false, false), // a notice
+                (false, false), // after a notice
+            ]
         );
-        // Nobody else's mentions, and nothing without a reader.
-        assert_eq!(html("@bobby @alice", Some("bob")), "@bobby @alice<!>");
-        assert_eq!(html("@bob", None), "@bob<!>");
+        assert_eq!(rows[5].day.as_deref(), Some("Friday, 2 January 1970"));
+    }
+
+    #[test]
+    fn date_time_formats_utc_on_the_server() {
+        assert_eq!(date_time(1_764_240_000_123), "2025-11-27 10:40");
     }
 }
