@@ -126,6 +126,37 @@ test.describe("conversations", () => {
     await expect(alice.getByRole("log").locator("li.message").first()).toHaveClass(/focused/);
   });
 
+  test("a long paste is kept whole: a counter shows near the limit, Send refuses past it", async ({
+    openUser,
+  }) => {
+    const { alice, bob } = await two(openUser);
+    const field = composer(alice);
+    const count = alice.locator("#message-count");
+    // As a paste would, in one go: nothing is cut.
+    await field.focus();
+    await alice.keyboard.insertText("x".repeat(5_000));
+    await expect(field).toHaveValue("x".repeat(5_000));
+    await expect(count).toHaveText("1000 characters too many");
+    await expect(count).toHaveClass(/\bover\b/);
+    await expect(field).toHaveAttribute("aria-invalid", "true");
+    await expect(field).toHaveAttribute("aria-describedby", "message-count");
+    await field.press("Enter");
+    await expect(alice.getByRole("alert")).toHaveText("A message is at most 4000 characters.");
+    await expect(field, "the text stays, to be shortened").toHaveValue("x".repeat(5_000));
+    // Shortened to the limit: the counter says none are left, and it sends.
+    await field.fill("y".repeat(4_000));
+    await expect(count).toHaveText("0 characters left");
+    await expect(field).not.toHaveAttribute("aria-invalid", /./);
+    await field.press("Enter");
+    await expect(field).toHaveValue("");
+    await expect(count).toHaveCount(0);
+    await expect(messageItem(bob, "y".repeat(4_000))).toBeVisible();
+    // Far from the limit, no counter.
+    await field.fill("hello");
+    await expect(count).toHaveCount(0);
+    await expect(field).not.toHaveAttribute("aria-describedby", /./);
+  });
+
   test("reactions: counts seen by both, the reader's own pressed, toggled off", async ({
     openUser,
   }) => {

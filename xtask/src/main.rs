@@ -49,9 +49,13 @@ const PIPELINE_VERSION: &str = "1";
 /// The stamp file in the private site directory: the key of the inputs it was built from.
 const STAMP: &str = ".xtask-stamp";
 /// The most a first visit may download, brotli-compressed wasm, JS and CSS together, in
-/// bytes: a guard against creep, set just above today's size (about 337 KB on
-/// 2026-12-02); the aim is 200 KB (docs/PERFORMANCE.md).
-const FIRST_VISIT_BUDGET: u64 = 350_000;
+/// bytes: a guard against creep, set just above today's size; the aim is 200 KB
+/// (docs/PERFORMANCE.md). Raised from 350 KB (337 KB used on 2026-12-02) on 2026-12-03,
+/// when message formatting, day dividers and the composer's counter took it to 353 KB;
+/// most of that growth is tachys's `AnyView`, which instantiates an async-hydration path
+/// for every `.into_any()` whether or not anything hydrates asynchronously (see
+/// docs/PERFORMANCE.md, "Where the wasm goes").
+const FIRST_VISIT_BUDGET: u64 = 360_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

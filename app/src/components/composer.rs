@@ -1,7 +1,14 @@
 //! The composer: a textarea that grows with its text (up to a few lines), Enter sends and
 //! Shift+Enter starts a new line; it writes a new message, a reply (shown above it, with
 //! a cancel button) or an edit of one's own message. Escape cancels a reply or an edit;
-//! ArrowUp in an empty composer edits one's last message.
+//! ArrowUp in an empty composer edits one's last message; PageUp and PageDown scroll the
+//! log without leaving the composer. It takes focus when the room opens (on wide screens:
+//! on a phone that would pull up the keyboard over the conversation).
+//!
+//! The composer takes text of any length, pasted or typed, so nothing is cut without a
+//! word: within [`COUNTER_MARGIN`] characters of the limit a counter shows how many are
+//! left, and past it how many are too many (the field is then `aria-invalid`, and Send
+//! says so and keeps the text).
 
 use leptos::either::Either;
 use leptos::html;
@@ -9,6 +16,20 @@ use leptos::prelude::*;
 
 use crate::protocol::MAX_TEXT_CHARS;
 use crate::store::{Action, ChatStore};
+
+/// How close to [`MAX_TEXT_CHARS`] the text gets before the counter shows.
+const COUNTER_MARGIN: usize = 500;
+
+/// The counter's text for a draft of `chars` characters, if it shows.
+fn counter_text(chars: usize) -> Option<String> {
+    if chars + COUNTER_MARGIN <= MAX_TEXT_CHARS {
+        None
+    } else if chars <= MAX_TEXT_CHARS {
+        Some(format!("{} characters left", MAX_TEXT_CHARS - chars))
+    } else {
+        Some(format!("{} characters too many", chars - MAX_TEXT_CHARS))
+    }
+}
 
 /// What the composer's text will become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +44,15 @@ pub(crate) enum Mode {
     Edit { id: u64 },
 }
 
-/// The composer's state, shared with the log's message actions (provided by the room).
+/// The composer's state, shared with the log and its message actions (provided by the
+/// room).
 #[derive(Clone, Copy)]
 pub(crate) struct Compose {
     pub mode: RwSignal<Option<Mode>>,
     pub draft: RwSignal<String>,
     pub input: NodeRef<html::Textarea>,
+    /// The log's scrolling element, which PageUp and PageDown scroll.
+    pub log: NodeRef<html::Div>,
 }
 
 impl Compose {
@@ -37,6 +61,7 @@ impl Compose {
             mode: RwSignal::new(None),
             draft: RwSignal::new(String::new()),
             input: NodeRef::new(),
+            log: NodeRef::new(),
         }
     }
 
@@ -69,7 +94,7 @@ impl Compose {
         self.focus();
     }
 
-    fn focus(&self) {
+    pub fn focus(&self) {
         if let Some(input) = self.input.get_untracked() {
             let _ = input.focus();
         }
@@ -82,6 +107,15 @@ fn fit_height(input: &leptos::web_sys::HtmlTextAreaElement) {
     let _ = style.set_property("height", "auto");
     let borders = input.offset_height() - input.client_height();
     let _ = style.set_property("height", &format!("{}px", input.scroll_height() + borders));
+}
+
+/// Whether the window is as narrow as a phone's (the stylesheet's single-column layout).
+fn narrow_screen() -> bool {
+    window()
+        .inner_width()
+        .ok()
+        .and_then(|width| width.as_f64())
+        .is_some_and(|width| width <= 640.0)
 }
 
 /// One's own newest message that can be edited: its id and text.
@@ -128,6 +162,15 @@ pub(crate) fn Composer() -> impl IntoView {
             ev.prevent_default();
             compose.cancel();
         }
+        key @ ("PageUp" | "PageDown") => {
+            if let Some(log) = compose.log.get_untracked() {
+                ev.prevent_default();
+                // Most of a screen, keeping a line or two of context, like the browser's own.
+                let step = log.client_height() * 7 / 8;
+                let step = if key == "PageUp" { -step } else { step };
+                log.set_scroll_top(log.scroll_top() + step);
+            }
+        }
         "ArrowUp"
             if compose.mode.get_untracked().is_none() && draft.with_untracked(String::is_empty) =>
         {
@@ -138,6 +181,13 @@ pub(crate) fn Composer() -> impl IntoView {
         }
         _ => {}
     };
+    // Ready to write as soon as the room opens, except on a phone, where focusing would pull
+    // up the keyboard over the conversation.
+    Effect::new(move |_| {
+        if compose.input.get().is_some() && !narrow_screen() {
+            compose.focus();
+        }
+    });
     // The height follows the text, also when it is set from here (an edit, a send).
     Effect::new(move |_| {
         draft.track();
@@ -147,6 +197,13 @@ pub(crate) fn Composer() -> impl IntoView {
             }
         });
     });
+    let chars = Memo::new(move |_| draft.with(|text| text.chars().count()));
+    let over = move || chars.get() > MAX_TEXT_CHARS;
+    let counter = move || {
+        counter_text(chars.get()).map(|text| {
+            view! { <p id="message-count" class="count" class:over=over>{text}</p> }
+        })
+    };
     let editing = move || matches!(compose.mode.get(), Some(Mode::Edit { .. }));
     let context = move || {
         compose.mode.get().map(|mode| match mode {
@@ -185,10 +242,12 @@ pub(crate) fn Composer() -> impl IntoView {
                 id="message"
                 name="message"
                 rows="1"
+                dir="auto"
                 autocomplete="off"
                 placeholder="Write a message"
                 aria-keyshortcuts="Enter"
-                maxlength=MAX_TEXT_CHARS
+                aria-invalid=move || over().then_some("true")
+                aria-describedby=move || counter_text(chars.get()).map(|_| "message-count")
                 node_ref=compose.input
                 prop:value=draft
                 on:keydown=on_keydown
@@ -200,6 +259,7 @@ pub(crate) fn Composer() -> impl IntoView {
                     draft.set(value);
                 }
             ></textarea>
+            {counter}
             <button type="submit">{move || if editing() { "Save" } else { "Send" }}</button>
             <button type="button" class="leave" on:click=move |_| store.dispatch(Action::Leave)>"Leave"</button>
             {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
@@ -207,4 +267,27 @@ pub(crate) fn Composer() -> impl IntoView {
     }
     // Bounds how deeply the room's view types nest.
     .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_shows_near_the_limit_and_past_it() {
+        assert_eq!(counter_text(0), None);
+        assert_eq!(counter_text(MAX_TEXT_CHARS - COUNTER_MARGIN), None);
+        assert_eq!(
+            counter_text(MAX_TEXT_CHARS - COUNTER_MARGIN + 1).as_deref(),
+            Some("499 characters left")
+        );
+        assert_eq!(
+            counter_text(MAX_TEXT_CHARS).as_deref(),
+            Some("0 characters left")
+        );
+        assert_eq!(
+            counter_text(MAX_TEXT_CHARS + 1_000).as_deref(),
+            Some("1000 characters too many")
+        );
+    }
 }

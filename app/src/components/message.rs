@@ -32,8 +32,12 @@ pub(crate) fn LogLine(line: Line, day: Option<String>, continues: bool) -> impl 
     let divider = day.map(|day| {
         let label = day.clone();
         view! {
-            <li class="day" role="separator" aria-label=label>
-                <span>{day}</span>
+            // The separator inside the item: on the `li` itself it would leave the list
+            // with a child that is not a list item.
+            <li class="day">
+                <div role="separator" aria-label=label>
+                    <span>{day}</span>
+                </div>
             </li>
         }
     });
@@ -159,7 +163,7 @@ fn reply_quote(store: ChatStore, preview: ReplyPreview) -> impl IntoView {
             on:click=move |_| store.dispatch(Action::LoadAround(id))
         >
             {(!author.is_empty()).then(|| view! { <span class="quote-author">{author}</span> })}
-            <span class="quote-excerpt">{excerpt}</span>
+            <span class="quote-excerpt" dir="auto">{excerpt}</span>
         </button>
     }
 }

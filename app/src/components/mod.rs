@@ -10,7 +10,6 @@ mod message;
 mod search;
 mod text;
 
-use leptos::html;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -126,6 +125,7 @@ fn ChatPage(room: String) -> impl IntoView {
             data-hydrated=move || store.hydrated.get().to_string()
             data-connection=move || store.connection.get().as_str()
         >
+            {move || store.me.get().is_some().then(|| view! { <SkipLink/> })}
             <header class="topbar">
                 <h1 class="room-title">
                     <span class="brand">"Banter"</span>
@@ -143,6 +143,22 @@ fn ChatPage(room: String) -> impl IntoView {
             }}
         </div>
     }
+}
+
+/// The first stop of the keyboard: straight to the message field, past the search, the
+/// room list and the online list.
+#[component]
+fn SkipLink() -> impl IntoView {
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        ev.prevent_default();
+        if let Some(field) = document().get_element_by_id("message") {
+            use leptos::wasm_bindgen::JsCast;
+            if let Ok(field) = field.dyn_into::<leptos::web_sys::HtmlElement>() {
+                let _ = field.focus();
+            }
+        }
+    };
+    view! { <a class="skip-link" href="#message" on:click=on_click>"Skip to the message field"</a> }
 }
 
 #[component]
@@ -211,7 +227,7 @@ fn ChatRoom() -> impl IntoView {
     let store = expect_context::<ChatStore>();
     provide_context(Compose::new());
     view! {
-        <div class="room">
+        <main class="room">
             <aside class="members">
                 <RoomList/>
                 <h2 id="online-heading">"Online"</h2>
@@ -227,7 +243,7 @@ fn ChatRoom() -> impl IntoView {
                 <p class="typing" aria-live="polite">{move || typing_text(&store.typing.get())}</p>
                 <Composer/>
             </section>
-        </div>
+        </main>
     }
 }
 
@@ -270,12 +286,20 @@ fn RoomList() -> impl IntoView {
                                 <a href=href aria-current=is_current.then_some("page")>
                                     "# "{name}
                                 </a>
-                                <span class="online-count" title="online now">{online}</span>
+                                // Short on screen, whole for screen readers ("3 online",
+                                // "120 unread"); `aria-label` would be dropped on a `span`.
+                                <span class="online-count" title="online now">
+                                    <span aria-hidden="true">{online}</span>
+                                    <span class="visually-hidden">{format!(", {online} online")}</span>
+                                </span>
                                 {move || {
                                     let n = count();
                                     (n > 0).then(|| view! {
-                                        <span class="unread" aria-label=format!("{n} unread")>
-                                            {if n > 99 { "99+".to_owned() } else { n.to_string() }}
+                                        <span class="unread">
+                                            <span aria-hidden="true">
+                                                {if n > 99 { "99+".to_owned() } else { n.to_string() }}
+                                            </span>
+                                            <span class="visually-hidden">{format!(", {n} unread")}</span>
                                         </span>
                                     })
                                 }}
@@ -305,7 +329,7 @@ fn RoomList() -> impl IntoView {
 #[component]
 fn MessageLog() -> impl IntoView {
     let store = expect_context::<ChatStore>();
-    let log = NodeRef::<html::Ul>::new();
+    let log = expect_context::<Compose>().log;
     // Follow new messages only while the reader is at the bottom; when older messages are
     // put above, keep what the reader was looking at in place.
     let stick_to_bottom = StoredValue::new(true);
@@ -317,15 +341,32 @@ fn MessageLog() -> impl IntoView {
     // changed height in between.)
     let anchor = StoredValue::new(None::<(String, i32)>);
     let load_older = move || {
+        if store.loading_older.get_untracked() {
+            return;
+        }
         anchor.set_value(log.get_untracked().and_then(|el| top_message(&el)));
         store.dispatch(Action::LoadOlder);
+    };
+    // Set while "Load older messages" takes focus: the browser scrolls it into view, and
+    // that scroll to the top must not load anything by itself (only a press, or the
+    // reader's own scrolling, does).
+    let focus_scroll = StoredValue::new(false);
+    let on_older_focus = move |_| {
+        focus_scroll.set_value(true);
+        set_timeout(
+            move || focus_scroll.set_value(false),
+            std::time::Duration::from_millis(200),
+        );
     };
     let on_scroll = move |_| {
         if let Some(el) = log.get_untracked() {
             let distance = el.scroll_height() - el.scroll_top() - el.client_height();
             stick_to_bottom.set_value(distance < 48);
             from_bottom.set_value(distance);
-            if el.scroll_top() < 32 && store.older_available.get_untracked() {
+            if el.scroll_top() < 32
+                && store.older_available.get_untracked()
+                && !focus_scroll.get_value()
+            {
                 load_older();
             }
         }
@@ -376,13 +417,26 @@ fn MessageLog() -> impl IntoView {
             );
         });
     });
+    // The scrolling `div` is the log (a live region, focusable to be scrolled with the
+    // keyboard); the list inside keeps its list semantics, which `role="log"` on the `ul`
+    // itself would replace. While loading, the button is `aria-disabled` rather than
+    // `disabled`, so that it keeps focus.
     view! {
-        <ul class="log" role="log" aria-label="Messages" node_ref=log on:scroll=on_scroll>
+        <div
+            class="log"
+            role="log"
+            aria-label="Messages"
+            tabindex="0"
+            node_ref=log
+            on:scroll=on_scroll
+        >
+        <ul class="lines">
             <Show when=move || store.older_available.get()>
                 <li class="older">
                     <button
                         type="button"
-                        disabled=move || store.loading_older.get()
+                        aria-disabled=move || store.loading_older.get().then_some("true")
+                        on:focus=on_older_focus
                         on:click=move |_| load_older()
                     >
                         {move || if store.loading_older.get() { "Loading…" } else { "Load older messages" }}
@@ -397,6 +451,7 @@ fn MessageLog() -> impl IntoView {
                 <LogLine line=row.line day=row.day continues=row.continues/>
             </For>
         </ul>
+        </div>
     }
     .into_any()
 }
@@ -489,11 +544,11 @@ fn day_label(ts: i64) -> String {
 
 /// The first delivered message at least partly in the log's view: its id, and how far
 /// its top is below the view's top edge (negative when it starts above it). The log is
-/// the messages' offset parent (`position: relative`).
+/// the messages' offset parent (`position: relative`); its one child is their list.
 fn top_message(log: &leptos::web_sys::HtmlElement) -> Option<(String, i32)> {
     use leptos::wasm_bindgen::JsCast;
     let top = log.scroll_top();
-    let mut next = log.first_element_child();
+    let mut next = log.first_element_child()?.first_element_child();
     while let Some(element) = next {
         next = element.next_element_sibling();
         let Some(id) = element.get_attribute("data-id") else {

@@ -131,7 +131,7 @@ fn search_result(store: ChatStore, message: &Message) -> impl IntoView {
                     <span class="result-room">"#"{message.room.clone()}</span>
                     <time datetime=iso_time(message.ts)>{date_time(message.ts)}</time>
                 </span>
-                <span class="result-text">{text}</span>
+                <span class="result-text" dir="auto">{text}</span>
             </a>
         </li>
     }

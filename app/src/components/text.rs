@@ -10,6 +10,10 @@
 //! quote or a code block is a `<div class="text">` of `<p>`, `<blockquote>` and `<pre>`.
 //! The server renders the same nodes that hydration expects ([`crate::format`] keeps text
 //! nodes non-empty and never adjacent).
+//!
+//! Every block of prose has `dir="auto"`: a paragraph in Arabic or Hebrew reads right to
+//! left, with its punctuation and numbers in place, whatever the paragraph before it is.
+//! Code stays left to right.
 
 use leptos::prelude::*;
 
@@ -21,17 +25,19 @@ pub(crate) fn message_body(text: &str, me: Option<&str>) -> AnyView {
     if blocks.len() == 1 {
         if let Some(Block::Paragraph(inlines)) = blocks.pop_if(|b| matches!(b, Block::Paragraph(_)))
         {
-            return view! { <p class="text">{inline_views(inlines)}</p> }.into_any();
+            return view! { <p class="text" dir="auto">{inline_views(inlines)}</p> }.into_any();
         }
     }
     let blocks = blocks
         .into_iter()
         .map(|block| match block {
-            Block::Paragraph(inlines) => view! { <p>{inline_views(inlines)}</p> }.into_any(),
-            Block::Quote(inlines) => {
-                view! { <blockquote>{inline_views(inlines)}</blockquote> }.into_any()
+            Block::Paragraph(inlines) => {
+                view! { <p dir="auto">{inline_views(inlines)}</p> }.into_any()
             }
-            Block::Code(code) => view! { <pre><code>{code}</code></pre> }.into_any(),
+            Block::Quote(inlines) => {
+                view! { <blockquote dir="auto">{inline_views(inlines)}</blockquote> }.into_any()
+            }
+            Block::Code(code) => view! { <pre dir="ltr"><code>{code}</code></pre> }.into_any(),
         })
         .collect_view();
     view! { <div class="text">{blocks}</div> }.into_any()
@@ -76,11 +82,11 @@ mod tests {
     fn markup_is_escaped_and_only_http_urls_are_anchors() {
         assert_eq!(
             html("<img src=x onerror=alert(1)> & javascript:alert(2)", None),
-            "<p class=\"text\">&lt;img src=x onerror=alert(1)&gt; &amp; javascript:alert(2)<!></p>"
+            "<p dir=\"auto\" class=\"text\">&lt;img src=x onerror=alert(1)&gt; &amp; javascript:alert(2)<!></p>"
         );
         assert_eq!(
             html("see https://x.com/?a=1&b=2\"><script>", None),
-            "<p class=\"text\">see <a href=\"https://x.com/?a=1&amp;b=2\" target=\"_blank\" \
+            "<p dir=\"auto\" class=\"text\">see <a href=\"https://x.com/?a=1&amp;b=2\" target=\"_blank\" \
              rel=\"noopener noreferrer nofollow\">https://x.com/?a=1&amp;b=2</a>\
              \"&gt;&lt;script&gt;<!></p>"
         );
@@ -90,29 +96,33 @@ mod tests {
     fn mentions_of_the_reader_are_marked_as_text() {
         assert_eq!(
             html("hi @Bob, see https://x.com/@bob and @[bob]<b>", Some("bob")),
-            "<p class=\"text\">hi <mark class=\"mention-me\">@Bob</mark>, see \
+            "<p dir=\"auto\" class=\"text\">hi <mark class=\"mention-me\">@Bob</mark>, see \
              <a href=\"https://x.com/@bob\" target=\"_blank\" rel=\"noopener noreferrer nofollow\">\
              https://x.com/@bob</a> and <mark class=\"mention-me\">@[bob]</mark>&lt;b&gt;<!></p>"
         );
         // Nobody else's mentions, and nothing without a reader.
         assert_eq!(
             html("@bobby @alice", Some("bob")),
-            "<p class=\"text\">@bobby @alice<!></p>"
+            "<p dir=\"auto\" class=\"text\">@bobby @alice<!></p>"
         );
-        assert_eq!(html("@bob", None), "<p class=\"text\">@bob<!></p>");
+        assert_eq!(
+            html("@bob", None),
+            "<p dir=\"auto\" class=\"text\">@bob<!></p>"
+        );
     }
 
     #[test]
     fn formatting_is_elements_around_escaped_text() {
         assert_eq!(
             html("**<b>x</b>** _<i>_ `<script>`", None),
-            "<p class=\"text\"><strong>&lt;b&gt;x&lt;/b&gt;<!></strong> \
+            "<p dir=\"auto\" class=\"text\"><strong>&lt;b&gt;x&lt;/b&gt;<!></strong> \
              <em>&lt;i&gt;<!></em> <code>&lt;script&gt;</code><!></p>"
         );
         assert_eq!(
             html("> <q>\n```\n<img src=x onerror=alert(1)>\n```\ndone", None),
-            "<div class=\"text\"><blockquote>&lt;q&gt;<!></blockquote>\
-             <pre><code>&lt;img src=x onerror=alert(1)&gt;</code></pre><p>done<!></p><!></div>"
+            "<div class=\"text\"><blockquote dir=\"auto\">&lt;q&gt;<!></blockquote>\
+             <pre dir=\"ltr\"><code>&lt;img src=x onerror=alert(1)&gt;</code></pre>\
+             <p dir=\"auto\">done<!></p><!></div>"
         );
     }
 }
