@@ -216,6 +216,11 @@ async fn memory_stays_bounded_when_clients_stop_reading() {
             "0",
             "--ip-request-rate",
             "0",
+            // A quarter of the default, so the bound is reached well before socketioxide's
+            // heartbeat (45 s) would close a deaf connection by itself, also on a slow
+            // machine; the mechanism is the same at any size.
+            "--send-buffer-bytes",
+            "524288",
         ],
         "warn",
     )
@@ -298,10 +303,13 @@ async fn memory_stays_bounded_when_clients_stop_reading() {
         }));
     }
 
-    // And a sender posts long messages as fast as it can: each reaches all fifty.
+    // And a sender posts long messages as fast as it can, until the attack stops: each
+    // reaches all fifty. (A fixed number of them was not always enough: on a slow machine
+    // they went out too slowly to fill what a deaf connection holds before its cut.)
+    let flooding = stop.clone();
     let flood = tokio::spawn(async move {
         let long = "ü".repeat(4_000);
-        for _ in 0..1_500 {
+        while !flooding.load(Ordering::Relaxed) {
             filler.say("big", &long).await;
         }
     });
