@@ -43,6 +43,8 @@ pub struct ChatStore {
     pub search: RwSignal<SearchView>,
     /// The message to scroll to after `Action::LoadAround`.
     pub focus: RwSignal<Option<u64>>,
+    /// The name this page left the room under, to offer again in the join form.
+    pub left_as: StoredValue<Option<String>>,
     actions: StoredValue<Option<UnboundedSender<Action>>>,
 }
 
@@ -68,6 +70,7 @@ impl ChatStore {
             reconnect_in: RwSignal::new(None),
             search: RwSignal::new(SearchView::default()),
             focus: RwSignal::new(None),
+            left_as: StoredValue::new(None),
             actions: StoredValue::new(None),
         }
     }

@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import type { Page } from "@playwright/test";
 import { expect, messageItem, onlineEntry, openAndJoin, send, test, testWith } from "./server";
-import { clientId, closeAll, connect, request } from "./stock";
+import { clientId, closeAll, connect, request, speaker } from "./stock";
 
 test.afterEach(() => closeAll());
 
@@ -86,16 +86,8 @@ unlimited("keyboard: focus starts in the composer, a skip link leads there, Page
   server,
 }) => {
   // Enough history for older pages and for PageUp to have somewhere to go.
-  const seeder = await connect(server.url, { transports: ["websocket"] });
-  await request(seeder, "join", { name: "seeder", room: "general" });
-  for (let n = 1; n <= 130; n++) {
-    await request(seeder, "message", {
-      room: "general",
-      text: `history ${n}`,
-      client_id: clientId("s"),
-    });
-  }
-  seeder.disconnect();
+  const say = await speaker(server.url, "seeder", "general");
+  for (let n = 1; n <= 130; n++) await say(`history ${n}`);
 
   const alice = await openAndJoin(openUser, "alice");
   const page = alice.page;

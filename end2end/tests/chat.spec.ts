@@ -78,12 +78,29 @@ test.describe("two people chatting in #general", () => {
       ]);
     }
 
-    // Leave: alice is told, and bob is gone from her Online list.
-    await bob.page.getByRole("button", { name: "Leave", exact: true }).click();
+    // Leave asks first: "Stay" (focused, or Escape) keeps bob in the room.
+    const leave = bob.page.getByRole("button", { name: "Leave", exact: true });
+    await leave.click();
+    const question = bob.page.getByRole("group", { name: "Leave #general?" });
+    await expect(question).toBeVisible();
+    await expect(question.getByRole("button", { name: "Stay" })).toBeFocused();
+    await bob.page.keyboard.press("Escape");
+    await expect(question).toHaveCount(0);
+    await expect(bob.page.getByLabel("Message", { exact: true })).toBeFocused();
+    await leave.click();
+    await question.getByRole("button", { name: "Stay" }).click();
+    await expect(question).toHaveCount(0);
+    await expect(onlineEntry(alice.page, "bob")).toBeVisible();
+
+    // Leave for real: alice is told, and bob is gone from her Online list; bob's join form
+    // offers his name again.
+    await leave.click();
+    await question.getByRole("button", { name: "Leave room" }).click();
     await expect(notice(alice.page, "bob left")).toBeVisible();
     await expect(onlineEntry(alice.page, "bob")).toHaveCount(0);
     await expect(onlineEntry(alice.page, "alice")).toBeVisible();
     await expect(bob.page.getByLabel("Message", { exact: true })).toBeHidden();
+    await expect(bob.page.getByLabel("Name")).toHaveValue("bob");
   });
 
   test("markup in messages is shown as text, never run", async ({ openUser }) => {

@@ -83,3 +83,16 @@ export function clientId(prefix = "node"): string {
   counter += 1;
   return `${prefix}-${process.pid}-${Date.now()}-${counter}`;
 }
+
+/** Joins `room` as `name` with the stock client and returns a function that sends one
+ * message there and waits for its ack (for tests that need history or traffic). */
+export async function speaker(
+  url: string,
+  name: string,
+  room: string,
+): Promise<(text: string) => Promise<Reply>> {
+  const socket = await connect(url, { transports: ["websocket"] });
+  const joined = await request(socket, "join", { name, room });
+  if (joined.ok !== true) throw new Error(`${name} could not join #${room}: ${JSON.stringify(joined)}`);
+  return (text) => request(socket, "message", { room, text, client_id: clientId(name) });
+}

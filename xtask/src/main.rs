@@ -51,11 +51,13 @@ const STAMP: &str = ".xtask-stamp";
 /// The most a first visit may download, brotli-compressed wasm, JS and CSS together, in
 /// bytes: a guard against creep, set just above today's size; the aim is 200 KB
 /// (docs/PERFORMANCE.md). Raised from 350 KB (337 KB used on 2026-12-02) on 2026-12-03,
-/// when message formatting, day dividers and the composer's counter took it to 353 KB;
-/// most of that growth is tachys's `AnyView`, which instantiates an async-hydration path
-/// for every `.into_any()` whether or not anything hydrates asynchronously (see
-/// docs/PERFORMANCE.md, "Where the wasm goes").
-const FIRST_VISIT_BUDGET: u64 = 360_000;
+/// when message formatting, day dividers and the composer's counter took it to 353 KB,
+/// then to 370 KB the same day, when the "N new messages" button, Leave's confirmation
+/// and the join form's hydration fixes took it to 365 KB. Where the bytes go, and what
+/// would bring them down (8.6% of the code is tachys's `AnyView` async-hydration path,
+/// compiled in for every `.into_any()` though nothing hydrates asynchronously): see
+/// docs/PERFORMANCE.md, "Where the wasm goes".
+const FIRST_VISIT_BUDGET: u64 = 370_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

@@ -261,12 +261,61 @@ pub(crate) fn Composer() -> impl IntoView {
             ></textarea>
             {counter}
             <button type="submit">{move || if editing() { "Save" } else { "Send" }}</button>
-            <button type="button" class="leave" on:click=move |_| store.dispatch(Action::Leave)>"Leave"</button>
+            <LeaveButton/>
             {move || error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
         </form>
     }
     // Bounds how deeply the room's view types nest.
     .into_any()
+}
+
+/// "Leave", which asks first: it sits one tap from Send. Leaving keeps the name for the
+/// join form that follows.
+#[component]
+fn LeaveButton() -> impl IntoView {
+    let store = expect_context::<ChatStore>();
+    let compose = expect_context::<Compose>();
+    let asking = RwSignal::new(false);
+    let stay = NodeRef::<html::Button>::new();
+    // The question takes focus, so that Enter does not leave by accident.
+    Effect::new(move |_| {
+        if let Some(button) = stay.get() {
+            let _ = button.focus();
+        }
+    });
+    let cancel = move || {
+        asking.set(false);
+        compose.focus();
+    };
+    let leave = move |_| {
+        store.left_as.set_value(store.me.get_untracked());
+        store.dispatch(Action::Leave);
+    };
+    move || {
+        if asking.get() {
+            Either::Left(view! {
+                <div
+                    class="leave-confirm"
+                    role="group"
+                    aria-label=format!("Leave #{}?", store.room())
+                    on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                        if ev.key() == "Escape" {
+                            ev.prevent_default();
+                            cancel();
+                        }
+                    }
+                >
+                    <span>{format!("Leave #{}?", store.room())}</span>
+                    <button type="button" class="leave" on:click=leave>"Leave room"</button>
+                    <button type="button" node_ref=stay on:click=move |_| cancel()>"Stay"</button>
+                </div>
+            })
+        } else {
+            Either::Right(view! {
+                <button type="button" class="leave" on:click=move |_| asking.set(true)>"Leave"</button>
+            })
+        }
+    }
 }
 
 #[cfg(test)]

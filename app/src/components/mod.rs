@@ -182,10 +182,33 @@ fn ConnectionBanner() -> impl IntoView {
     }
 }
 
+/// The name field's text as the server's page holds it, before hydration.
+fn typed_before_hydration() -> Option<String> {
+    #[cfg(feature = "browser")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        let field = document().get_element_by_id("name")?;
+        let value = field
+            .dyn_into::<leptos::web_sys::HtmlInputElement>()
+            .ok()?
+            .value();
+        (!value.is_empty()).then_some(value)
+    }
+    #[cfg(not(feature = "browser"))]
+    None
+}
+
 #[component]
 fn JoinForm() -> impl IntoView {
     let store = expect_context::<ChatStore>();
-    let (name, set_name) = signal(String::new());
+    // What was typed before the wasm arrived is in the field now, before hydration: keep
+    // it (hydrating `prop:value` would write the empty signal over it). Else the name
+    // this page just left the room under.
+    let (name, set_name) = signal(
+        typed_before_hydration()
+            .or_else(|| store.left_as.get_value())
+            .unwrap_or_default(),
+    );
     let (local_error, set_local_error) = signal(None::<String>);
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -214,7 +237,15 @@ fn JoinForm() -> impl IntoView {
                     on:input=move |ev| set_name.set(event_target_value(&ev))
                 />
                 <button type="submit" disabled=move || !store.hydrated.get() || store.joining.get()>
-                    {move || if store.joining.get() { "Joining…" } else { "Join" }}
+                    {move || {
+                        if !store.hydrated.get() {
+                            "Loading…"
+                        } else if store.joining.get() {
+                            "Joining…"
+                        } else {
+                            "Join"
+                        }
+                    }}
                 </button>
                 {move || error().map(|message| view! { <p class="error" role="alert">{message}</p> })}
             </form>
@@ -335,6 +366,10 @@ fn MessageLog() -> impl IntoView {
     let stick_to_bottom = StoredValue::new(true);
     let from_bottom = StoredValue::new(0);
     let first_uid = StoredValue::new(None::<u64>);
+    // Messages from others that arrived below the view while the reader was scrolled up:
+    // the "N new messages" button counts them and jumps down to them.
+    let last_uid = StoredValue::new(None::<u64>);
+    let unseen = RwSignal::new(0usize);
     // The message at the top of the view when older messages were asked for, and how far
     // below the log's top edge it was: it is put back there once they are in. (Keeping
     // the distance from the bottom instead moved the view whenever something below it
@@ -363,6 +398,9 @@ fn MessageLog() -> impl IntoView {
             let distance = el.scroll_height() - el.scroll_top() - el.client_height();
             stick_to_bottom.set_value(distance < 48);
             from_bottom.set_value(distance);
+            if distance < 48 && unseen.get_untracked() > 0 {
+                unseen.set(0);
+            }
             if el.scroll_top() < 32
                 && store.older_available.get_untracked()
                 && !focus_scroll.get_value()
@@ -372,11 +410,28 @@ fn MessageLog() -> impl IntoView {
         }
     };
     Effect::new(move |_| {
-        let first = store.lines.with(|lines| lines.first().map(|line| line.uid));
+        let me = store.me.get_untracked();
+        let (first, arrived) = store.lines.with(|lines| {
+            let arrived = last_uid
+                .get_value()
+                .and_then(|uid| lines.iter().rposition(|line| line.uid == uid))
+                .map_or(0, |last| {
+                    lines[last + 1..]
+                        .iter()
+                        .filter_map(|line| line.message())
+                        .filter(|m| me.as_deref() != Some(m.author.as_str()))
+                        .count()
+                });
+            last_uid.set_value(lines.last().map(|line| line.uid));
+            (lines.first().map(|line| line.uid), arrived)
+        });
         let Some(el) = log.get() else { return };
         if stick_to_bottom.get_value() {
             el.set_scroll_top(el.scroll_height());
-        } else if first != first_uid.get_value() {
+        } else if arrived > 0 {
+            unseen.update(|n| *n += arrived);
+        }
+        if !stick_to_bottom.get_value() && first != first_uid.get_value() {
             let anchored = anchor.get_value().and_then(|(id, offset)| {
                 let item = message_element(&el, &id)?;
                 Some(item.offset_top() - offset)
@@ -421,7 +476,15 @@ fn MessageLog() -> impl IntoView {
     // keyboard); the list inside keeps its list semantics, which `role="log"` on the `ul`
     // itself would replace. While loading, the button is `aria-disabled` rather than
     // `disabled`, so that it keeps focus.
+    let jump_down = move |_| {
+        if let Some(el) = log.get_untracked() {
+            el.set_scroll_top(el.scroll_height());
+        }
+        stick_to_bottom.set_value(true);
+        unseen.set(0);
+    };
     view! {
+        <div class="log-frame">
         <div
             class="log"
             role="log"
@@ -451,6 +514,14 @@ fn MessageLog() -> impl IntoView {
                 <LogLine line=row.line day=row.day continues=row.continues/>
             </For>
         </ul>
+        </div>
+        {move || {
+            let n = unseen.get();
+            (n > 0).then(|| {
+                let label = if n == 1 { "1 new message".to_owned() } else { format!("{n} new messages") };
+                view! { <button type="button" class="jump" on:click=jump_down>{label}" ↓"</button> }
+            })
+        }}
         </div>
     }
     .into_any()
