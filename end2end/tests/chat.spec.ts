@@ -49,7 +49,7 @@ test.describe("two people chatting in #general", () => {
     await expect(atBob.locator("time")).toHaveCount(1);
 
     // Typing: bob types without sending; alice sees it; it goes when he sends.
-    const typing = alice.page.locator('.typing[aria-live="polite"]');
+    const typing = alice.page.locator(".typing");
     await bob.page.getByLabel("Message", { exact: true }).pressSequentially("hi alice, good ", {
       delay: 20,
     });

@@ -65,6 +65,11 @@ test.describe("conversations", () => {
       await expect(messageItem(page, "one")).not.toHaveClass(/\bcontinued\b/);
       await expect(messageItem(page, "two")).toHaveClass(/\bcontinued\b/);
       await expect(messageItem(page, "three")).not.toHaveClass(/\bcontinued\b/);
+      // Screen readers hear which messages are one's own.
+      const own = page === alice ? "one" : "three";
+      await expect(messageItem(page, own).locator(".meta")).toContainText("(you)");
+      const other = page === alice ? "three" : "one";
+      await expect(messageItem(page, other).locator(".meta")).not.toContainText("(you)");
       // The exact time on hover.
       await expect(messageItem(page, "three").locator("time")).toHaveAttribute(
         "title",
@@ -313,6 +318,20 @@ test.describe("conversations", () => {
     await bob.getByRole("button", { name: "Search", exact: true }).click();
     await expect(results.getByText("No messages found.")).toBeVisible();
     await results.getByRole("button", { name: "Close search" }).click();
+    await expect(results).toHaveCount(0);
+
+    // Escape closes it too, from the field (which it empties) or from the results.
+    const field = bob.getByLabel("Search messages");
+    await field.fill("release");
+    await field.press("Enter");
+    await expect(found.first()).toBeVisible();
+    await field.press("Escape");
+    await expect(results).toHaveCount(0);
+    await expect(field).toHaveValue("");
+    await field.fill("release");
+    await field.press("Enter");
+    await results.getByRole("button", { name: "More", exact: true }).focus();
+    await bob.keyboard.press("Escape");
     await expect(results).toHaveCount(0);
   });
 

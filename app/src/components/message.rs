@@ -125,6 +125,9 @@ fn message_item(
         >
             <div class="meta">
                 <span class="author">{author}</span>
+                // Screen readers are told which messages are one's own; the eye sees the
+                // tint (`.mine`).
+                {mine.then(|| view! { <span class="visually-hidden">" (you)"</span> })}
                 {time}
                 {edited}
                 <span class="status">{status.label()}</span>

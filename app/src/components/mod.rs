@@ -271,7 +271,9 @@ fn ChatRoom() -> impl IntoView {
             <section class="conversation">
                 <SearchPanel/>
                 <MessageLog/>
-                <p class="typing" aria-live="polite">{move || typing_text(&store.typing.get())}</p>
+                // Not a live region: it changes at every start and stop of typing, and
+                // would be read out each time (Slack and Element do not announce it).
+                <p class="typing">{move || typing_text(&store.typing.get())}</p>
                 <Composer/>
             </section>
         </main>

@@ -31,6 +31,13 @@ pub(crate) fn SearchForm() -> impl IntoView {
                 maxlength=MAX_SEARCH_CHARS
                 prop:value=query
                 on:input=move |ev| set_query.set(event_target_value(&ev))
+                on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                    if ev.key() == "Escape" {
+                        ev.prevent_default();
+                        set_query.set(String::new());
+                        store.dispatch(Action::ClearSearch);
+                    }
+                }
             />
             <button type="submit">"Search"</button>
         </form>
@@ -81,7 +88,16 @@ fn panel(store: ChatStore, search: &SearchView) -> Option<AnyView> {
     });
     Some(
         view! {
-            <section class="search-results" aria-label="Search results">
+            <section
+                class="search-results"
+                aria-label="Search results"
+                on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                    if ev.key() == "Escape" {
+                        ev.prevent_default();
+                        store.dispatch(Action::ClearSearch);
+                    }
+                }
+            >
                 <div class="search-head">
                     <h2>{heading}</h2>
                     <button
