@@ -142,6 +142,20 @@ test("scrollback through 1,000 messages", async ({ openUser, server }) => {
     .toBeLessThan(2);
   expect(await inView(page, seqText(TOTAL)), "the newest message is in view").toBe(true);
 
+  // Older pages are history, not news: the log is no live region while they go in (a
+  // screen reader would otherwise read out fifty old messages at a time). What the log's
+  // aria-live was at each insertion of messages is recorded here.
+  await log.evaluate((el) => {
+    const seen: (string | null)[] = [];
+    (window as unknown as { liveAtInsert: (string | null)[] }).liveAtInsert = seen;
+    new MutationObserver((records) => {
+      const added = records.some((r) =>
+        [...r.addedNodes].some((n) => n instanceof Element && n.matches("li.message")),
+      );
+      if (added) seen.push(el.getAttribute("aria-live"));
+    }).observe(el, { childList: true, subtree: true });
+  });
+
   let shown = PAGE;
   let pages = 0;
   while (shown < TOTAL) {
@@ -204,6 +218,17 @@ test("scrollback through 1,000 messages", async ({ openUser, server }) => {
 
   // The first message is there: nothing older to load.
   await expect(older).toHaveCount(0, { timeout: 20_000 });
+
+  const liveAtInsert = await page.evaluate(
+    () => (window as unknown as { liveAtInsert: (string | null)[] }).liveAtInsert,
+  );
+  expect(liveAtInsert.length, "older pages were inserted").toBeGreaterThanOrEqual(pages);
+  expect(
+    liveAtInsert.every((live) => live === "off"),
+    `the log was quiet at every insertion of older messages (${JSON.stringify(liveAtInsert)})`,
+  ).toBe(true);
+  // And it is a live region again afterwards, for what is said next.
+  await expect(log).not.toHaveAttribute("aria-live", "off");
 
   // All 1,000, each once, in order, all delivered, with increasing ids.
   expect(await texts.allTextContents().then((all) => all.map((t) => t.trim()))).toEqual(

@@ -388,6 +388,23 @@ fn MessageLog() -> impl IntoView {
     // that scroll to the top must not load anything by itself (only a press, or the
     // reader's own scrolling, does).
     let focus_scroll = StoredValue::new(false);
+    // A page of older messages is history the reader asked for, not news: the log stops
+    // being a live region while one is on its way and for a moment after it is drawn
+    // (assistive technology reads the tree after the page's own task), so that fifty
+    // old messages are not read out as if they had just been said.
+    let quiet = RwSignal::new(false);
+    Effect::new(move |_| {
+        if store.loading_older.get() {
+            quiet.set(true);
+        } else if quiet.get_untracked() {
+            let speak_again = move || {
+                if !store.loading_older.get_untracked() {
+                    quiet.set(false);
+                }
+            };
+            set_timeout(speak_again, std::time::Duration::from_millis(1_000));
+        }
+    });
     let on_older_focus = move |_| {
         focus_scroll.set_value(true);
         set_timeout(
@@ -491,6 +508,7 @@ fn MessageLog() -> impl IntoView {
             class="log"
             role="log"
             aria-label="Messages"
+            aria-live=move || quiet.get().then_some("off")
             tabindex="0"
             node_ref=log
             on:scroll=on_scroll
