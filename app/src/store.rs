@@ -14,6 +14,9 @@ pub use crate::client::{
     Action, Connection, Delivery, Dirty, Line, LineKind, MessageLine, RoomEntry, SearchView, View,
 };
 
+#[cfg(feature = "browser")]
+const LEFT_AS_KEY: &str = "banter.left_as";
+
 #[derive(Clone, Copy)]
 pub struct ChatStore {
     pub room: StoredValue<String>,
@@ -28,6 +31,8 @@ pub struct ChatStore {
     /// How many are online in this room (`members` names at most 500).
     pub online: RwSignal<usize>,
     pub lines: RwSignal<Vec<Line>>,
+    /// The read mark from before this visit: a line marks what is new since (`View::new_since`).
+    pub new_since: RwSignal<Option<u64>>,
     pub typing: RwSignal<Vec<String>>,
     /// Whether the server may hold messages older than the oldest one shown.
     pub older_available: RwSignal<bool>,
@@ -44,7 +49,7 @@ pub struct ChatStore {
     /// The message to scroll to after `Action::LoadAround`.
     pub focus: RwSignal<Option<u64>>,
     /// The name this page left the room under, to offer again in the join form.
-    pub left_as: StoredValue<Option<String>>,
+    left_as: StoredValue<Option<String>>,
     actions: StoredValue<Option<UnboundedSender<Action>>>,
 }
 
@@ -60,6 +65,7 @@ impl ChatStore {
             members: RwSignal::new(Vec::new()),
             online: RwSignal::new(0),
             lines: RwSignal::new(Vec::new()),
+            new_since: RwSignal::new(None),
             typing: RwSignal::new(Vec::new()),
             older_available: RwSignal::new(false),
             loading_older: RwSignal::new(false),
@@ -77,6 +83,32 @@ impl ChatStore {
 
     pub fn room(&self) -> String {
         self.room.get_value()
+    }
+
+    /// Remembers the name the reader leaves the room under, for this tab: the join form
+    /// offers it again, here and in the room the reader goes to next (a new page state,
+    /// hence the tab's `sessionStorage`).
+    pub fn set_left_as(&self, name: Option<String>) {
+        #[cfg(feature = "browser")]
+        if let Some(storage) = web_sys::window().and_then(|w| w.session_storage().ok().flatten()) {
+            let _ = match &name {
+                Some(name) => storage.set_item(LEFT_AS_KEY, name),
+                None => storage.remove_item(LEFT_AS_KEY),
+            };
+        }
+        self.left_as.set_value(name);
+    }
+
+    /// The name [`Self::set_left_as`] remembered on this page or earlier in this tab.
+    pub fn left_as(&self) -> Option<String> {
+        #[cfg(feature = "browser")]
+        if let Some(name) = web_sys::window()
+            .and_then(|w| w.session_storage().ok().flatten())
+            .and_then(|storage| storage.get_item(LEFT_AS_KEY).ok().flatten())
+        {
+            return Some(name);
+        }
+        self.left_as.get_value()
     }
 
     /// Hands user actions to a client; without one (server rendering) they are dropped.
@@ -108,6 +140,9 @@ impl ChatStore {
         }
         if dirty.contains(Dirty::LINES) {
             self.lines.set(lines.to_vec());
+            if self.new_since.get_untracked() != view.new_since {
+                self.new_since.set(view.new_since);
+            }
         }
         if dirty.contains(Dirty::TYPING) {
             self.typing.set(view.typing.clone());

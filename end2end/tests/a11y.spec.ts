@@ -135,3 +135,24 @@ unlimited("keyboard: focus starts in the composer, a skip link leads there, Page
   await expect(log.locator("li.message")).toHaveCount(130);
   await expect(log.locator("li.message").first()).toContainText("history 1");
 });
+
+test("a refused name stays in the field, which is tied to its error; a look-alike of a name online is refused", async ({
+  openUser,
+}) => {
+  await openAndJoin(openUser, "Gwen");
+  const mallory = await openUser("mallory");
+  const page = mallory.page;
+  const field = page.getByLabel("Name", { exact: true });
+  await expect(field).not.toHaveAttribute("aria-invalid", /.*/);
+  await field.fill("Gvven");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  const error = page.getByRole("alert");
+  await expect(error).toContainText("looks too much like");
+  await expect(field, "what was typed is kept, to be corrected").toHaveValue("Gvven");
+  await expect(field).toHaveAttribute("aria-invalid", "true");
+  await expect(field).toHaveAccessibleDescription(/looks too much like/);
+  // Corrected, it joins, and the field's error goes with the form.
+  await field.fill("Gwendolyn");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  await expect(page.getByLabel("Message", { exact: true })).toBeFocused();
+});

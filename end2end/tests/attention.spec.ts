@@ -1,8 +1,9 @@
 /**
  * What a reader is told without looking for it: messages that arrive below the view
  * while they are scrolled up are counted on an "N new messages" button that jumps down
- * to them; before the wasm arrives the join button says "Loading…", and a name typed
- * meanwhile survives hydration.
+ * to them; coming back to a room, a "new since you left" line marks the first message that
+ * arrived meanwhile; before the wasm arrives the join button says "Loading…", and a name
+ * typed meanwhile survives hydration.
  */
 import { expect, messageItem, openAndJoin, test, testWith } from "./server";
 import { closeAll, speaker } from "./stock";
@@ -59,6 +60,53 @@ unlimited("messages arriving while scrolled up are counted, and the button jumps
     el.scrollTop = el.scrollHeight;
   });
   await expect(jump).toHaveCount(0);
+});
+
+unlimited("coming back to a room, a line marks what is new since one left, and the view starts there", async ({
+  openUser,
+  server,
+}) => {
+  const say = await speaker(server.url, "carol", "general");
+  for (let n = 1; n <= 3; n++) await say(`before ${n}`);
+
+  const bob = await openAndJoin(openUser, "bob");
+  const page = bob.page;
+  const line = page.getByRole("separator", { name: "New since you left" });
+  await expect(messageItem(page, "before 3")).toBeVisible();
+  await expect(line, "a first visit has nothing to mark").toHaveCount(0);
+  // The read mark is saved (it is written a moment after the messages are seen).
+  await page.waitForFunction(() => /"read":3\b/.test(localStorage.getItem("banter.rooms") ?? ""));
+
+  // Away: more arrives than the log shows at once.
+  await page.goto("about:blank");
+  for (let n = 1; n <= 40; n++) await say(`while away ${n}`);
+  await page.goto("/");
+  await expect(messageItem(page, "while away 40")).toBeAttached({ timeout: 20_000 });
+  await expect(line).toHaveCount(1);
+  // Right above the first message that arrived while away, below the last one seen.
+  const around = await page.locator("li.new-since").evaluate((li) => [
+    li.previousElementSibling?.textContent ?? "",
+    li.nextElementSibling?.textContent ?? "",
+  ]);
+  expect(around[0]).toContain("before 3");
+  expect(around[1]).toContain("while away 1");
+  expect(around[1]).not.toContain("while away 10");
+  // The view starts at the line, and the newest message is below it.
+  await expect(line).toBeInViewport();
+  await expect(messageItem(page, "while away 40")).not.toBeInViewport();
+  await expect(page.getByLabel("Message", { exact: true })).toBeFocused();
+
+  // A message arriving now goes below, with no second line.
+  await say("live");
+  await expect(page.getByRole("button", { name: "1 new message ↓" })).toBeVisible();
+  await expect(line).toHaveCount(1);
+
+  // Having seen all of it, a reload has nothing new to mark.
+  await page.waitForFunction(() => /"read":44\b/.test(localStorage.getItem("banter.rooms") ?? ""));
+  await page.reload();
+  await expect(messageItem(page, "live")).toBeVisible({ timeout: 20_000 });
+  await expect(page.locator("#banter")).toHaveAttribute("data-connection", "online");
+  await expect(line).toHaveCount(0);
 });
 
 test("before the wasm arrives: the button says Loading…, and a name typed then is kept", async ({

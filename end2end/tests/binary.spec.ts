@@ -156,3 +156,63 @@ test("the binary alone, in an empty directory with a bare environment, serves th
     expect(decode(gzipOnly).equals(wasm)).toBe(true);
   }
 });
+
+test("the site's assets have versioned names and are cached for good, so a reload downloads none", async ({
+  openUser,
+  server,
+}) => {
+  const alice = await openUser("alice");
+  const page = alice.page;
+  // Every js, wasm and css the page links lives under one /a/<fingerprint>/ prefix.
+  const linked = await page.evaluate(() => [
+    ...Array.from(document.querySelectorAll<HTMLLinkElement>("link[href]")).map((l) => l.href),
+    ...Array.from(document.querySelectorAll("script"))
+      .flatMap((s) => (s.textContent ?? "").match(/"\/a\/[0-9a-f]+"/g) ?? [])
+      .map((root) => JSON.parse(root) as string),
+  ]);
+  const assets = linked.filter((href) => /\.(js|wasm|css)$/.test(href));
+  expect(assets.length, `assets linked: ${linked}`).toBeGreaterThanOrEqual(3);
+  const roots = new Set(assets.map((href) => new URL(href).pathname.match(/^\/a\/([0-9a-f]{16})\//)?.[1]));
+  expect([...roots], `one fingerprint for ${assets}`).toHaveLength(1);
+  const [fingerprint] = [...roots];
+  expect(fingerprint, "the fingerprint").toMatch(/^[0-9a-f]{16}$/);
+  expect(linked, "the hydration script is given the versioned root").toContain(`/a/${fingerprint}`);
+
+  for (const href of assets) {
+    const res = await rawGet(href, { "accept-encoding": "br" });
+    expect(res.status, href).toBe(200);
+    expect(res.headers["cache-control"], href).toBe("public, max-age=31536000, immutable");
+    // The same file under its unversioned name, or under another build's fingerprint, is
+    // served too (a page from before an upgrade still loads) but must be revalidated.
+    const path = new URL(href).pathname.replace(`/a/${fingerprint}`, "");
+    for (const other of [path, `/a/0123456789abcdef${path}`]) {
+      const res = await rawGet(new URL(other, server.url).toString(), { "accept-encoding": "br" });
+      expect(res.status, other).toBe(200);
+      expect(res.headers["cache-control"], other).toBe("no-cache");
+    }
+  }
+  for (const bad of ["/a/", `/a/${fingerprint}`, `/a/${fingerprint}/`, `/a/${fingerprint}/pkg/nothing.wasm`]) {
+    expect((await rawGet(new URL(bad, server.url).toString(), {})).status, bad).toBe(404);
+  }
+
+  // A reload takes the wasm from the browser's cache, without asking the server.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  const wasmRequests = new Map<string, string>();
+  const fromCache = new Set<string>();
+  cdp.on("Network.requestWillBeSent", (e) => {
+    if (e.request.url.endsWith(".wasm")) wasmRequests.set(e.requestId, e.request.url);
+  });
+  cdp.on("Network.requestServedFromCache", (e) => fromCache.add(e.requestId));
+  cdp.on("Network.responseReceived", (e) => {
+    if (e.response.fromDiskCache || e.response.fromPrefetchCache) fromCache.add(e.requestId);
+  });
+  await page.reload();
+  await expect(page.locator("#banter")).toHaveAttribute("data-connection", "online", {
+    timeout: 20_000,
+  });
+  expect(wasmRequests.size, "the reloaded page loads its wasm").toBeGreaterThan(0);
+  for (const [id, url] of wasmRequests) {
+    expect(fromCache.has(id), `${url} came from the cache`).toBe(true);
+  }
+});

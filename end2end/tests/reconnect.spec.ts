@@ -145,3 +145,38 @@ test("the history is still there after the server restarts", async ({ openUser, 
     "alice",
   );
 });
+
+test("during a long outage the list shows who was last known, and Retry now skips the wait", async ({
+  openUser,
+  server,
+}) => {
+  const alice = await openAndJoin(openUser, "alice");
+  await openAndJoin(openUser, "bob");
+  const page = alice.page;
+  await expect(onlineEntry(page, "bob")).toBeVisible();
+  const heading = page.getByRole("heading", { name: /^Online/ });
+  await expect(heading).toHaveText("Online 2");
+
+  await server.stop();
+  const banner = page.locator(".banner.reconnecting");
+  await expect(banner).toBeVisible({ timeout: 15_000 });
+  // Nobody is shown as reachable for sure: the list is what was last known, dots grey.
+  await expect(heading).toHaveText("Online 2 · last known");
+  const dot = await onlineEntry(page, "bob").evaluate((li) => getComputedStyle(li, "::before").content);
+  expect(dot).toContain("○");
+
+  // Past the quick retries of the first 30 s, the next try is seconds away...
+  await expect(banner.locator(".countdown")).toHaveText(/Next try in ([4-9]|1[0-9]) s\./, {
+    timeout: 60_000,
+  });
+  // ...but the server is back, and Retry now reconnects at once.
+  await server.restart();
+  await banner.getByRole("button", { name: "Retry now" }).click();
+  // Sooner than the wait the countdown announced (at least 4 s).
+  await expect(banner).toBeHidden({ timeout: 3_500 });
+  await waitOnline(page, 3_000);
+  await expect(heading).toHaveText("Online 2", { timeout: 15_000 });
+  await expect(onlineEntry(page, "bob")).toBeVisible();
+  const back = await onlineEntry(page, "bob").evaluate((li) => getComputedStyle(li, "::before").content);
+  expect(back).toContain("●");
+});

@@ -1,4 +1,7 @@
 import { test, expect, messageItem, onlineEntry, openAndJoin, send } from "./server";
+import { closeAll, connect, request } from "./stock";
+
+test.afterEach(() => closeAll());
 
 test("a room is its own URL, and its messages stay in it", async ({ openUser }) => {
   const dev = await openAndJoin(openUser, "alice", { path: "/r/dev-team" });
@@ -70,4 +73,38 @@ test("moving between rooms from the room list keeps the name", async ({ openUser
   await rooms.getByRole("button", { name: "Create", exact: true }).click();
   await expect(rooms.getByRole("alert")).toBeVisible();
   await expect(page.getByRole("heading", { name: /general/ })).toBeVisible();
+});
+
+test("after leaving, the join form links the other rooms, and the name goes along", async ({
+  openUser,
+  server,
+}) => {
+  const elsewhere = await connect(server.url, { transports: ["websocket"] });
+  const joined = await request(elsewhere, "join", { name: "carol", room: "random" });
+  expect(joined.ok).toBe(true);
+
+  const bob = await openAndJoin(openUser, "bob");
+  const page = bob.page;
+  await expect(
+    page.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: /random/ }),
+  ).toBeVisible();
+  await page.getByRole("button", { name: "Leave", exact: true }).click();
+  await page
+    .getByRole("group", { name: "Leave #general?" })
+    .getByRole("button", { name: "Leave room" })
+    .click();
+  await expect(page.getByLabel("Name", { exact: true })).toHaveValue("bob");
+
+  const others = page.getByRole("navigation", { name: "Or go to another room" });
+  const random = others.getByRole("listitem").filter({ hasText: "# random" });
+  await expect(random).toContainText("1 online");
+  await expect(others.getByRole("link", { name: /general/ }), "not the room just left").toHaveCount(0);
+  await random.getByRole("link").click();
+  await expect(page).toHaveURL(/\/r\/random$/);
+  await expect(page.getByRole("heading", { name: /random/ })).toBeVisible();
+  // A new page state, but the same tab: the name is offered there too.
+  await expect(page.getByLabel("Name", { exact: true })).toHaveValue("bob");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  await expect(page.getByLabel("Message", { exact: true })).toBeFocused();
+  await expect(onlineEntry(page, "carol")).toBeVisible();
 });

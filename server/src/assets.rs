@@ -1,6 +1,16 @@
 //! Static files of the site (wasm, JavaScript, CSS, favicon): from the binary itself when
 //! built with the `embed` feature, otherwise from the site directory cargo-leptos writes.
 //! A precompressed `.br` or `.gz` twin is served when the client accepts it.
+//!
+//! Caching: the shipped binary embeds its site, so the site cannot change while it runs.
+//! Its pages ask for the assets under a versioned prefix, `/a/<fingerprint>/pkg/…`, where
+//! the fingerprint is a hash of every embedded file; those responses are `immutable` for a
+//! year, and a new build has a new fingerprint, hence new URLs. What is guaranteed: a
+//! response is cached as immutable only under the fingerprint of the bytes it carries. A
+//! page from an older build that asks for its own (now unknown) fingerprint still gets the
+//! current files, as `no-cache`, so nothing wrong is ever pinned in a cache. Unversioned
+//! paths (`/pkg/banter.wasm`, the favicon) are `no-cache`, and so is everything in a
+//! development build, which reads the site from disk while cargo-leptos rewrites it.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,6 +27,17 @@ pub async fn static_files(
     let Some(path) = safe_relative_path(uri.path()) else {
         return not_found();
     };
+    let (path, cache) = match path.strip_prefix(VERSIONED_PREFIX) {
+        Some(rest) => match rest.split_once('/') {
+            Some((version, inner)) if !inner.is_empty() => {
+                let current = fingerprint().is_some_and(|current| current == version);
+                let cache = if current { IMMUTABLE } else { REVALIDATE };
+                (inner.to_owned(), cache)
+            }
+            _ => return not_found(),
+        },
+        None => (path, REVALIDATE),
+    };
     let accepted = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -26,10 +47,69 @@ pub async fn static_files(
             continue;
         }
         if let Some(bytes) = read(&options, &format!("{path}{suffix}")).await {
-            return file_response(&path, encoding, bytes);
+            return file_response(&path, encoding, cache, bytes);
         }
     }
     not_found()
+}
+
+/// The first path segment of versioned asset URLs (without slashes).
+const VERSIONED_PREFIX: &str = "a/";
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const REVALIDATE: &str = "no-cache";
+
+/// Where pages link the site's assets from: `/a/<fingerprint>` in a build that embeds its
+/// site, `""` (the unversioned `/pkg/…`) otherwise.
+pub fn asset_root() -> String {
+    fingerprint()
+        .map(|version| format!("/{VERSIONED_PREFIX}{version}"))
+        .unwrap_or_default()
+}
+
+/// A hash of every embedded file (path and content), computed once: 16 hex digits.
+#[cfg(feature = "embed")]
+fn fingerprint() -> Option<&'static str> {
+    static FINGERPRINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let version = FINGERPRINT.get_or_init(|| {
+        let mut paths: Vec<_> = Site::iter().collect();
+        paths.sort();
+        let mut hash = Fnv1a::new();
+        for path in paths {
+            hash.write(path.as_bytes());
+            if let Some(file) = Site::get(&path) {
+                hash.write(&file.metadata.sha256_hash());
+            }
+        }
+        format!("{:016x}", hash.finish())
+    });
+    Some(version)
+}
+
+/// Development builds read the site from disk, where it changes under a running server.
+#[cfg(not(feature = "embed"))]
+fn fingerprint() -> Option<&'static str> {
+    None
+}
+
+/// 64-bit FNV-1a: enough to tell builds apart (the inputs are SHA-256 digests already).
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn not_found() -> Response {
@@ -70,15 +150,14 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn file_response(path: &str, encoding: &str, bytes: Vec<u8>) -> Response {
+fn file_response(path: &str, encoding: &str, cache: &'static str, bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(path)),
     );
-    // Asset names carry no content hash, so browsers must revalidate them.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if !encoding.is_empty() {
         headers.insert(
@@ -126,6 +205,20 @@ mod tests {
         ] {
             assert_eq!(safe_relative_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_fingerprint_hash_separates_its_inputs() {
+        let of = |parts: &[&[u8]]| {
+            let mut hash = Fnv1a::new();
+            for part in parts {
+                hash.write(part);
+            }
+            hash.finish()
+        };
+        assert_ne!(of(&[b"ab", b"c"]), of(&[b"a", b"bc"]));
+        assert_ne!(of(&[b"pkg/banter.wasm"]), of(&[b"pkg/banter.wasn"]));
+        assert_eq!(of(&[b"x"]), of(&[b"x"]));
     }
 
     #[test]

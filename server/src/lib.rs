@@ -120,9 +120,10 @@ pub fn build_node(
                     format!(" ws://127.0.0.1:{port} ws://localhost:{port}")
                 })
                 .unwrap_or_default();
+            let asset_root = assets::asset_root();
             move || {
                 set_page_policy(&live_reload);
-                shell(leptos_options.clone())
+                shell(leptos_options.clone(), asset_root.clone())
             }
         })
         .fallback(assets::static_files)

@@ -53,11 +53,14 @@ const STAMP: &str = ".xtask-stamp";
 /// (docs/PERFORMANCE.md). Raised from 350 KB (337 KB used on 2026-12-02) on 2026-12-03,
 /// when message formatting, day dividers and the composer's counter took it to 353 KB,
 /// then to 370 KB the same day, when the "N new messages" button, Leave's confirmation
-/// and the join form's hydration fixes took it to 365 KB. Where the bytes go, and what
+/// and the join form's hydration fixes took it to 365 KB; then to 390 KB on 2026-12-03,
+/// when the phone drawer, the "new since you left" line, the other rooms' links under the
+/// join form, "Retry now" with its countdown and the name field's error wiring took it to
+/// 386 KB. Where the bytes go, and what
 /// would bring them down (8.6% of the code is tachys's `AnyView` async-hydration path,
 /// compiled in for every `.into_any()` though nothing hydrates asynchronously): see
 /// docs/PERFORMANCE.md, "Where the wasm goes".
-const FIRST_VISIT_BUDGET: u64 = 370_000;
+const FIRST_VISIT_BUDGET: u64 = 390_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

@@ -257,6 +257,11 @@ pub struct View {
     /// The message to scroll to (after [`Action::LoadAround`]).
     pub focus: Option<u64>,
     pub visible: bool,
+    /// The room's read mark when this page first joined it: messages after it arrived
+    /// while the reader was away, and the log draws a "new since you left" line above the
+    /// first of them by someone else. `None` in a room the reader never joined before.
+    /// Part of [`Dirty::LINES`].
+    pub new_since: Option<u64>,
 }
 
 /// Which parts of the view changed since the last [`Chat::take_dirty`].
@@ -563,6 +568,8 @@ pub struct Chat {
     room_list: Vec<RoomInfo>,
     rooms_refresh_at: Option<Millis>,
     joined_rooms: Vec<WatchedRoom>,
+    /// Whether `view.new_since` was taken, at this page's first join of the room.
+    new_since_taken: bool,
     rooms_flush_at: Option<Millis>,
     watch_supported: Option<bool>,
     watch_retry_at: Option<Millis>,
@@ -643,6 +650,7 @@ impl Chat {
             search: SearchView::default(),
             focus: None,
             visible: config.visible,
+            new_since: None,
         };
         let mut chat = Chat {
             config,
@@ -681,6 +689,7 @@ impl Chat {
             room_list: Vec::new(),
             rooms_refresh_at: None,
             joined_rooms: load_rooms(stored),
+            new_since_taken: false,
             rooms_flush_at: None,
             watch_supported: None,
             watch_retry_at: None,
@@ -1226,6 +1235,18 @@ impl Chat {
     }
 
     fn on_joined(&mut self, _kind: JoinKind, since: Option<u64>, reply: JoinReply) {
+        // Before anything here can move the read mark: what was read when the reader left.
+        if !self.new_since_taken {
+            self.new_since_taken = true;
+            let room = &self.config.room;
+            self.view.new_since = self
+                .joined_rooms
+                .iter()
+                .find(|r| r.room == *room)
+                .map(|r| r.read)
+                .filter(|read| *read > 0);
+            self.dirty |= Dirty::LINES;
+        }
         self.manual_join = false;
         self.rejoin_failures = 0;
         // Who we are: stored for reloads, and owned through the session token.
@@ -1362,6 +1383,9 @@ impl Chat {
         self.view.typing.clear();
         self.dirty |= Dirty::ME | Dirty::MEMBERS | Dirty::TYPING | Dirty::HISTORY | Dirty::LINES;
         if leaving {
+            // Joining again on this page is a first visit: the room is forgotten below.
+            self.view.new_since = None;
+            self.new_since_taken = false;
             self.log.clear();
             if !self.outbox.is_empty() {
                 self.outbox.clear();

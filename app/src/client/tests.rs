@@ -1524,3 +1524,43 @@ fn protocol_one_is_asked_for_with_a_bare_connect() {
     sim.feed(OPEN);
     assert_eq!(sim.connect_frames, vec!["40".to_owned()]);
 }
+
+#[test]
+fn new_since_is_the_read_mark_from_before_this_pages_first_join_and_only_for_a_known_room() {
+    // A first visit: no mark, hence no line.
+    let mut sim = Sim::joined(&[message(1, "bob", "hi"), message(2, "bob", "there")]);
+    assert_eq!(sim.chat.view().new_since, None);
+    sim.advance(3_000);
+    let stored: Value = serde_json::from_str(&sim.storage[keys::ROOMS]).unwrap();
+    assert_eq!(stored[0], json!({"room": "general", "read": 2}));
+
+    // Back later, three messages on: the mark read before this join is kept for the page,
+    // though the join itself marks everything read.
+    let mut back = sim.reload(60_000);
+    back.accept();
+    let join = back.take_one("join");
+    let history = [2, 3, 4, 5].map(|id| message(id, "bob", "news"));
+    back.ack(&join, join_ok("alice", &["alice", "bob"], &history, false));
+    assert_eq!(back.chat.view().new_since, Some(2));
+    back.advance(3_000);
+    let stored: Value = serde_json::from_str(&back.storage[keys::ROOMS]).unwrap();
+    assert_eq!(stored[0]["read"], json!(5), "the room is read now");
+
+    // A reconnect within the page keeps the line where it was.
+    back.push("message", json!(message(6, "bob", "live")));
+    back.break_socket();
+    back.advance(1_500);
+    back.accept();
+    let rejoin = back.take_one("join");
+    back.ack(
+        &rejoin,
+        join_ok("alice", &["alice", "bob"], &[message(7, "bob", "x")], false),
+    );
+    assert_eq!(back.chat.view().new_since, Some(2));
+
+    // Leaving forgets the room: joining again on this page is a first visit.
+    back.act(Action::Leave);
+    let leave = back.take_one("leave");
+    back.ack(&leave, json!({"ok": true}));
+    assert_eq!(back.chat.view().new_since, None);
+}

@@ -288,7 +288,7 @@ fn LeaveButton() -> impl IntoView {
         compose.focus();
     };
     let leave = move |_| {
-        store.left_as.set_value(store.me.get_untracked());
+        store.set_left_as(store.me.get_untracked());
         store.dispatch(Action::Leave);
     };
     move || {

@@ -21,11 +21,18 @@ pub(crate) const PALETTE: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮",
 // not. A line as a whole is one, which bounds how deeply view types nest (the compiler's
 // query depth limit).
 
-/// A line, under the divider of its day when it is the first of one (`day`); `continues`:
+/// A line, under the divider of its day when it is the first of one (`day`) and under the
+/// "new since you left" line when it is the first of those (`new_since`); `continues`:
 /// it goes on from a message by the same author just above, whose name it does not
 /// repeat (but for screen readers).
 #[component]
-pub(crate) fn LogLine(line: Line, day: Option<String>, continues: bool) -> impl IntoView {
+pub(crate) fn LogLine(
+    line: Line,
+    day: Option<String>,
+    continues: bool,
+    /// The first message that arrived while the reader was away: a line above it says so.
+    new_since: bool,
+) -> impl IntoView {
     let time = view! {
         <time datetime=iso_time(line.ts) title=date_time(line.ts)>{clock_time(line.ts)}</time>
     };
@@ -41,6 +48,15 @@ pub(crate) fn LogLine(line: Line, day: Option<String>, continues: bool) -> impl 
             </li>
         }
     });
+    let new_since = new_since.then(|| {
+        view! {
+            <li class="new-since">
+                <div role="separator" aria-label="New since you left">
+                    <span>"New since you left"</span>
+                </div>
+            </li>
+        }
+    });
     let line = match line.kind {
         LineKind::Notice(text) => {
             Either::Left(view! { <li class="notice">{time}" "<span>{text}</span></li> })
@@ -49,7 +65,7 @@ pub(crate) fn LogLine(line: Line, day: Option<String>, continues: bool) -> impl 
             Either::Right(message_item(line.uid, time, message, continues))
         }
     };
-    view! { {divider} {line} }.into_any()
+    view! { {divider} {new_since} {line} }.into_any()
 }
 
 fn message_item(

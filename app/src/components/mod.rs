@@ -11,7 +11,7 @@ mod search;
 mod text;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::use_params_map;
 use leptos_router::path;
@@ -23,8 +23,13 @@ use composer::{Compose, Composer};
 use message::LogLine;
 use search::{SearchForm, SearchPanel};
 
-/// The HTML document around the app, rendered on the server.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
+/// The HTML document around the app, rendered on the server. `asset_root` prefixes the
+/// site's `/pkg/…` URLs: the server versions them so browsers may cache them for good.
+pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
+    let stylesheet = format!(
+        "{asset_root}/{}/{}.css",
+        options.site_pkg_dir, options.output_name
+    );
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,7 +39,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                // `id="leptos"` is the sheet cargo-leptos watch swaps when the CSS changes.
+                <link id="leptos" rel="stylesheet" href=stylesheet/>
+                <HydrationScripts options root=asset_root/>
                 <MetaTags/>
             </head>
             <body>
@@ -48,7 +55,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/banter.css"/>
         <Title text="Banter"/>
         <Router>
             <Routes fallback=NotFound>
@@ -166,7 +172,12 @@ fn ConnectionBanner() -> impl IntoView {
     let store = expect_context::<ChatStore>();
     view! {
         <Show when=move || store.connection.get() == Connection::Offline>
-            <p class="banner" role="status">"Reconnecting… messages you send will go out once the connection is back."</p>
+            <div class="banner reconnecting">
+                <p role="status">"Reconnecting… messages you send will go out once the connection is back."</p>
+                // Outside the status: a countdown there would be read out every second.
+                {move || store.reconnect_in.get().map(|s| view! { <span class="countdown">{format!("Next try in {s} s.")}</span> })}
+                <button type="button" on:click=move |_| store.dispatch(Action::RetryNow)>"Retry now"</button>
+            </div>
         </Show>
         {move || {
             store.throttled.get().map(|seconds| {
@@ -206,7 +217,7 @@ fn JoinForm() -> impl IntoView {
     // this page just left the room under.
     let (name, set_name) = signal(
         typed_before_hydration()
-            .or_else(|| store.left_as.get_value())
+            .or_else(|| store.left_as())
             .unwrap_or_default(),
     );
     let (local_error, set_local_error) = signal(None::<String>);
@@ -233,6 +244,8 @@ fn JoinForm() -> impl IntoView {
                     autocomplete="nickname"
                     maxlength=MAX_NAME_CHARS
                     required
+                    aria-invalid=move || error().is_some().then_some("true")
+                    aria-describedby=move || error().is_some().then_some("name-error")
                     prop:value=name
                     on:input=move |ev| set_name.set(event_target_value(&ev))
                 />
@@ -247,9 +260,57 @@ fn JoinForm() -> impl IntoView {
                         }
                     }}
                 </button>
-                {move || error().map(|message| view! { <p class="error" role="alert">{message}</p> })}
+                {move || error().map(|message| view! { <p id="name-error" class="error" role="alert">{message}</p> })}
             </form>
+            <OtherRooms/>
         </main>
+    }
+}
+
+/// What the side panel shows on a phone, where it is a drawer over the conversation
+/// (on a wider screen it always shows both parts, and the drawer's buttons are hidden).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drawer {
+    Closed,
+    Rooms,
+    People,
+}
+
+/// Under the join form (after leaving, say): the other rooms the server listed, one
+/// click away.
+#[component]
+fn OtherRooms() -> impl IntoView {
+    let store = expect_context::<ChatStore>();
+    let current = store.room();
+    move || {
+        let others: Vec<_> = store
+            .rooms
+            .get()
+            .into_iter()
+            .filter(|room| room.name != current)
+            .collect();
+        (!others.is_empty()).then(|| {
+            view! {
+                <nav class="other-rooms" aria-labelledby="other-rooms-heading">
+                    <h2 id="other-rooms-heading">"Or go to another room"</h2>
+                    <ul>
+                        {others
+                            .into_iter()
+                            .map(|room| {
+                                let href = format!("/r/{}", room.name);
+                                let online = room.online;
+                                view! {
+                                    <li>
+                                        <a href=href>"# "{room.name}</a>
+                                        <span class="online-count">{format!("{online} online")}</span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()}
+                    </ul>
+                </nav>
+            }
+        })
     }
 }
 
@@ -257,16 +318,81 @@ fn JoinForm() -> impl IntoView {
 fn ChatRoom() -> impl IntoView {
     let store = expect_context::<ChatStore>();
     provide_context(Compose::new());
+    let drawer = RwSignal::new(Drawer::Closed);
+    let toggle = move |which: Drawer| {
+        drawer.update(|open| {
+            *open = if *open == which {
+                Drawer::Closed
+            } else {
+                which
+            }
+        });
+    };
+    let rooms_toggle = NodeRef::<leptos::html::Button>::new();
+    let people_toggle = NodeRef::<leptos::html::Button>::new();
+    // Escape closes the drawer and gives focus back to the button that opened it.
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        let open = drawer.get_untracked();
+        if ev.key() != "Escape" || open == Drawer::Closed {
+            return;
+        }
+        ev.stop_propagation();
+        drawer.set(Drawer::Closed);
+        let button = if open == Drawer::Rooms {
+            rooms_toggle
+        } else {
+            people_toggle
+        };
+        if let Some(button) = button.get_untracked() {
+            let _ = button.focus();
+        }
+    };
+    let expanded = move |which: Drawer| move || (drawer.get() == which).to_string();
     view! {
-        <main class="room">
-            <aside class="members">
+        <main class="room" on:keydown=on_keydown>
+            <div class="drawer-bar">
+                <button
+                    type="button"
+                    class="drawer-toggle"
+                    aria-controls="side"
+                    aria-expanded=expanded(Drawer::Rooms)
+                    node_ref=rooms_toggle
+                    on:click=move |_| toggle(Drawer::Rooms)
+                >
+                    "Rooms"
+                    {move || unread_badge(store.unread_total.get())}
+                </button>
+                <button
+                    type="button"
+                    class="drawer-toggle"
+                    aria-controls="side"
+                    aria-expanded=expanded(Drawer::People)
+                    node_ref=people_toggle
+                    on:click=move |_| toggle(Drawer::People)
+                >
+                    {move || format!("{} online", store.online.get())}
+                </button>
+            </div>
+            <aside
+                id="side"
+                class="members"
+                class:show-rooms=move || drawer.get() == Drawer::Rooms
+                class:show-people=move || drawer.get() == Drawer::People
+            >
                 <RoomList/>
-                <h2 id="online-heading">"Online"</h2>
-                <ul aria-label="Online">
-                    <For each=move || store.members.get() key=|name| name.clone() let:name>
-                        <li class:me=move || store.me.get().as_deref() == Some(name.as_str())>{name.clone()}</li>
-                    </For>
-                </ul>
+                <section class="people" aria-labelledby="online-heading">
+                    // While the connection is down the list is only what was last known
+                    // (the dots go grey too): nobody is shown as reachable for sure.
+                    <h2 id="online-heading">
+                        "Online "<span class="count">{move || store.online.get()}</span>
+                        {move || (store.connection.get() == Connection::Offline).then_some(" · last known")}
+                    </h2>
+                    <ul aria-label="Online">
+                        <For each=move || store.members.get() key=|name| name.clone() let:name>
+                            <li class:me=move || store.me.get().as_deref() == Some(name.as_str())>{name.clone()}</li>
+                        </For>
+                    </ul>
+                </section>
             </aside>
             <section class="conversation">
                 <SearchPanel/>
@@ -278,6 +404,19 @@ fn ChatRoom() -> impl IntoView {
             </section>
         </main>
     }
+}
+
+/// "99+" on screen, ", 120 unread" for screen readers (`aria-label` would be dropped on a
+/// `span`); nothing when there is nothing unread.
+fn unread_badge(n: u32) -> impl IntoView {
+    (n > 0).then(|| {
+        view! {
+            <span class="unread">
+                <span aria-hidden="true">{if n > 99 { "99+".to_owned() } else { n.to_string() }}</span>
+                <span class="visually-hidden">{format!(", {n} unread")}</span>
+            </span>
+        }
+    })
 }
 
 #[component]
@@ -325,17 +464,7 @@ fn RoomList() -> impl IntoView {
                                     <span aria-hidden="true">{online}</span>
                                     <span class="visually-hidden">{format!(", {online} online")}</span>
                                 </span>
-                                {move || {
-                                    let n = count();
-                                    (n > 0).then(|| view! {
-                                        <span class="unread">
-                                            <span aria-hidden="true">
-                                                {if n > 99 { "99+".to_owned() } else { n.to_string() }}
-                                            </span>
-                                            <span class="visually-hidden">{format!(", {n} unread")}</span>
-                                        </span>
-                                    })
-                                }}
+                                {move || unread_badge(count())}
                             </li>
                         }
                     }
@@ -372,6 +501,9 @@ fn MessageLog() -> impl IntoView {
     // the "N new messages" button counts them and jumps down to them.
     let last_uid = StoredValue::new(None::<u64>);
     let unseen = RwSignal::new(0usize);
+    // Coming back to more new messages than the log shows at once, the reader starts at
+    // the "new since you left" line rather than below the last of them (once per page).
+    let new_since_seen = StoredValue::new(false);
     // The message at the top of the view when older messages were asked for, and how far
     // below the log's top edge it was: it is put back there once they are in. (Keeping
     // the distance from the bottom instead moved the view whenever something below it
@@ -461,6 +593,17 @@ fn MessageLog() -> impl IntoView {
             anchor.set_value(None);
         }
         first_uid.set_value(first);
+        if !new_since_seen.get_value() {
+            if let Ok(Some(line)) = el.query_selector("li.new-since") {
+                use leptos::wasm_bindgen::JsCast;
+                new_since_seen.set_value(true);
+                let line: leptos::web_sys::HtmlElement = line.unchecked_into();
+                if line.offset_top() < el.scroll_top() {
+                    el.set_scroll_top((line.offset_top() - 8).max(0));
+                    stick_to_bottom.set_value(false);
+                }
+            }
+        }
     });
     // A reply's original or a search result asked for (`Action::LoadAround`): once its
     // line is drawn, scroll it to the middle of the log and flash it.
@@ -527,11 +670,15 @@ fn MessageLog() -> impl IntoView {
                 </li>
             </Show>
             <For
-                each=move || store.lines.with(|lines| rows(lines, local_day))
-                key=|row| (row.line.render_key(), row.day.is_some(), row.continues)
+                each=move || {
+                    let me = store.me.get();
+                    let new_since = store.new_since.get().map(|mark| NewSince { mark, me });
+                    store.lines.with(|lines| rows(lines, local_day, new_since.as_ref()))
+                }
+                key=|row| (row.line.render_key(), row.day.is_some(), row.continues, row.new_since)
                 let:row
             >
-                <LogLine line=row.line day=row.day continues=row.continues/>
+                <LogLine line=row.line day=row.day continues=row.continues new_since=row.new_since/>
             </For>
         </ul>
         </div>
@@ -559,16 +706,40 @@ pub(crate) struct Row {
     /// It goes on from the message above: same author, same day, within
     /// [`GROUP_GAP_MS`], and no gap in the history between them.
     pub continues: bool,
+    /// The "new since you left" line is above it: it is the first message by someone
+    /// else that arrived after the reader's read mark.
+    pub new_since: bool,
+}
+
+/// Where the "new since you left" line goes: above the first message after `mark` that
+/// `me` did not write.
+pub(crate) struct NewSince {
+    pub mark: u64,
+    pub me: Option<String>,
 }
 
 /// The log's lines as rows; `day_of` gives a time's day number in the reader's time zone.
-fn rows(lines: &[crate::store::Line], day_of: impl Fn(i64) -> i64) -> Vec<Row> {
+fn rows(
+    lines: &[crate::store::Line],
+    day_of: impl Fn(i64) -> i64,
+    new_since: Option<&NewSince>,
+) -> Vec<Row> {
     let mut out = Vec::with_capacity(lines.len());
     let mut previous: Option<&crate::store::Line> = None;
+    let mut new_since_placed = new_since.is_none();
     for line in lines {
         let day = day_of(line.ts);
         let new_day = previous.is_none_or(|p| day_of(p.ts) != day);
+        let starts_new = !new_since_placed
+            && new_since.is_some_and(|new| {
+                line.message().is_some_and(|m| {
+                    m.id.is_some_and(|id| id > new.mark)
+                        && new.me.as_deref() != Some(m.author.as_str())
+                })
+            });
+        new_since_placed |= starts_new;
         let continues = !new_day
+            && !starts_new
             && match (previous.and_then(|p| p.message()), line.message()) {
                 (Some(above), Some(this)) => {
                     above.author == this.author
@@ -581,6 +752,7 @@ fn rows(lines: &[crate::store::Line], day_of: impl Fn(i64) -> i64) -> Vec<Row> {
             line: line.clone(),
             day: new_day.then(|| day_label(line.ts)),
             continues,
+            new_since: starts_new,
         });
         previous = Some(line);
     }
@@ -793,7 +965,8 @@ mod tests {
             },
             message(8, day + 23 * minute, "bob", false),
         ];
-        let rows = rows(&lines, |ts| ts.div_euclid(day));
+        let rows = rows(&lines, |ts| ts.div_euclid(day), None);
+        assert!(rows.iter().all(|r| !r.new_since));
         let shape: Vec<(bool, bool)> = rows
             .iter()
             .map(|r| (r.day.is_some(), r.continues))
@@ -812,6 +985,43 @@ mod tests {
             ]
         );
         assert_eq!(rows[5].day.as_deref(), Some("Friday, 2 January 1970"));
+    }
+
+    #[test]
+    fn the_new_since_line_goes_above_the_first_later_message_by_someone_else() {
+        let minute = 60_000;
+        let mut pending = message(6, 6 * minute, "bob", false);
+        if let crate::store::LineKind::Message(m) = &mut pending.kind {
+            m.id = None;
+        }
+        let lines = vec![
+            message(1, minute, "ann", false),
+            message(2, 2 * minute, "ann", false),
+            message(3, 3 * minute, "me", false), // mine, though later than the mark
+            message(4, 4 * minute, "ann", false),
+            message(5, 5 * minute, "ann", false),
+            pending,
+        ];
+        let new = |mark: u64| NewSince {
+            mark,
+            me: Some("me".to_owned()),
+        };
+        let marked = |mark: u64| -> Vec<u64> {
+            rows(&lines, |_| 0, Some(&new(mark)))
+                .iter()
+                .filter(|r| r.new_since)
+                .map(|r| r.line.uid)
+                .collect()
+        };
+        assert_eq!(marked(2), vec![4], "one line, skipping my own message");
+        assert_eq!(marked(0), vec![1]);
+        assert_eq!(marked(5), Vec::<u64>::new(), "nothing new: no line");
+        let rows = rows(&lines, |_| 0, Some(&new(2)));
+        assert!(
+            !rows[3].continues,
+            "the line splits a group: the author is named again"
+        );
+        assert!(rows[4].continues);
     }
 
     #[test]
