@@ -93,8 +93,10 @@ fn fingerprint() -> Option<&'static str> {
 }
 
 /// 64-bit FNV-1a: enough to tell builds apart (the inputs are SHA-256 digests already).
+#[cfg(any(feature = "embed", test))]
 struct Fnv1a(u64);
 
+#[cfg(any(feature = "embed", test))]
 impl Fnv1a {
     fn new() -> Self {
         Fnv1a(0xcbf2_9ce4_8422_2325)
