@@ -17,6 +17,23 @@ pub use crate::client::{
 #[cfg(feature = "browser")]
 const LEFT_AS_KEY: &str = "banter.left_as";
 
+/// A cookie the browser keeps while it holds a name to join under (`banter.name` in its
+/// storage), so that the server can draw the room for a returning visitor instead of the
+/// join form. It carries no name, only that one is held: `banter_returning=1`.
+pub const RETURNING_COOKIE: &str = "banter_returning";
+
+/// Whether a `Cookie` header (or `document.cookie`) says the visitor is returning.
+pub fn returning_in_cookies(cookies: &str) -> bool {
+    cookies
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == RETURNING_COOKIE && value == "1")
+}
+
+/// Given by the server to the page's render: what the request's cookies said.
+#[derive(Debug, Clone, Copy)]
+pub struct ReturningVisitor(pub bool);
+
 #[derive(Clone, Copy)]
 pub struct ChatStore {
     pub room: StoredValue<String>,
@@ -25,6 +42,9 @@ pub struct ChatStore {
     pub hydrated: RwSignal<bool>,
     /// The name this page is joined under, once the server accepted it.
     pub me: RwSignal<Option<String>>,
+    /// A returning visitor whose page joins by itself (`View::returning`): the room is
+    /// drawn at once, by the server too, rather than a join form that goes away.
+    pub returning: RwSignal<bool>,
     pub joining: RwSignal<bool>,
     pub join_error: RwSignal<Option<String>>,
     pub members: RwSignal<Vec<String>>,
@@ -54,12 +74,15 @@ pub struct ChatStore {
 }
 
 impl ChatStore {
-    pub fn new(room: String) -> Self {
+    /// `returning`: what [`RETURNING_COOKIE`] says, on the server and in the browser
+    /// alike, so that the page hydrates the very view the server drew.
+    pub fn new(room: String, returning: bool) -> Self {
         Self {
             room: StoredValue::new(room),
             connection: RwSignal::new(Connection::Connecting),
             hydrated: RwSignal::new(false),
             me: RwSignal::new(None),
+            returning: RwSignal::new(returning),
             joining: RwSignal::new(false),
             join_error: RwSignal::new(None),
             members: RwSignal::new(Vec::new()),
@@ -83,6 +106,13 @@ impl ChatStore {
 
     pub fn room(&self) -> String {
         self.room.get_value()
+    }
+
+    /// Whether the page shows the room (joined, or about to be by itself) rather than
+    /// the join form. Read it through a `Memo`: views that switch on it must not be
+    /// rebuilt when `me` changes but the answer does not.
+    pub fn in_room(&self) -> bool {
+        self.me.with(Option::is_some) || self.returning.get()
     }
 
     /// Remembers the name the reader leaves the room under, for this tab: the join form
@@ -131,6 +161,11 @@ impl ChatStore {
         }
         if dirty.contains(Dirty::ME) {
             self.me.set(view.me.clone());
+            // Only on a change: the page switches between room and join form on it. (And
+            // `try_`: a room route being left may still be handed a last view.)
+            if self.returning.try_get_untracked() != Some(view.returning) {
+                self.returning.set(view.returning);
+            }
             self.joining.set(view.joining);
             self.join_error.set(view.join_error.clone());
         }
@@ -140,7 +175,7 @@ impl ChatStore {
         }
         if dirty.contains(Dirty::LINES) {
             self.lines.set(lines.to_vec());
-            if self.new_since.get_untracked() != view.new_since {
+            if self.new_since.try_get_untracked() != Some(view.new_since) {
                 self.new_since.set(view.new_since);
             }
         }
@@ -168,5 +203,20 @@ impl ChatStore {
         if dirty.contains(Dirty::FOCUS) {
             self.focus.set(view.focus);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::returning_in_cookies;
+
+    #[test]
+    fn the_returning_cookie_is_found_among_others_and_only_with_its_value() {
+        assert!(returning_in_cookies("banter_returning=1"));
+        assert!(returning_in_cookies("a=b; banter_returning=1; c=d"));
+        assert!(!returning_in_cookies(""));
+        assert!(!returning_in_cookies("banter_returning=0"));
+        assert!(!returning_in_cookies("xbanter_returning=1"));
+        assert!(!returning_in_cookies("banter_returning"));
     }
 }

@@ -6,7 +6,7 @@
  * typed meanwhile survives hydration.
  */
 import { expect, messageItem, openAndJoin, test, testWith } from "./server";
-import { closeAll, speaker } from "./stock";
+import { clientId, closeAll, connect, request, speaker, type WireMessage } from "./stock";
 
 test.afterEach(() => closeAll());
 
@@ -134,4 +134,36 @@ test("before the wasm arrives: the button says Loading…, and a name typed then
   await expect(page.getByLabel("Message", { exact: true })).toBeVisible();
   await expect(page.getByRole("list", { name: "Online" }).getByText("dora")).toBeVisible();
   await context.close();
+});
+
+unlimited("a reply's quote opens its original though it is far back and not loaded, with its neighbours", async ({
+  openUser,
+  server,
+}) => {
+  const socket = await connect(server.url, { transports: ["websocket"] });
+  expect((await request(socket, "join", { name: "carol", room: "general" })).ok).toBe(true);
+  const say = async (text: string, reply_to?: number) => {
+    const reply = await request(socket, "message", { room: "general", text, client_id: clientId("c"), reply_to });
+    expect(reply.ok, text).toBe(true);
+    return (reply.message as WireMessage).id;
+  };
+  const original = await say("the plan, far back");
+  for (let n = 1; n <= 30; n++) await say(`after the plan ${n}`);
+  for (let n = 1; n <= 60; n++) await say(`filler ${n}`);
+  await say("about that plan", original);
+
+  const bob = await openAndJoin(openUser, "bob");
+  const page = bob.page;
+  const reply = messageItem(page, "about that plan");
+  await expect(reply.locator(".quote-excerpt")).toHaveText("the plan, far back");
+  await expect(messageItem(page, "the plan, far back"), "not loaded yet").toHaveCount(0);
+
+  await reply.locator(".quote").click();
+  const found = messageItem(page, "the plan, far back");
+  await expect(found).toHaveClass(/focused/, { timeout: 10_000 });
+  await expect(found).toBeInViewport();
+  // Its neighbours came with it, and the log still ends with the newest message.
+  await expect(messageItem(page, "after the plan 1")).toHaveCount(1);
+  await expect(messageItem(page, "after the plan 5")).toHaveCount(1);
+  await expect(page.getByRole("log").locator("li.message").last()).toContainText("about that plan");
 });

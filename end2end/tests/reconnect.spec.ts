@@ -2,6 +2,7 @@ import {
   test,
   expect,
   messageItem,
+  notice,
   onlineEntry,
   openAndJoin,
   reconnectBanner,
@@ -61,6 +62,11 @@ test("the client shows the outage, reconnects and rejoins by itself", async ({
 
   await send(bob.page, "got it");
   await expect(messageItem(alice.page, "got it").locator(".author")).toHaveText("bob");
+  // The restart announced nobody again: bob's arrival once, from before it.
+  await expect(notice(alice.page, "bob joined")).toHaveCount(1);
+  await expect(notice(alice.page, "bob left")).toHaveCount(0);
+  await expect(notice(bob.page, "alice joined")).toHaveCount(0);
+  await expect(notice(bob.page, "alice left")).toHaveCount(0);
 });
 
 test("a message written during the outage stays sending… and is delivered once, by itself", async ({

@@ -123,6 +123,7 @@ pub fn build_node(
             let asset_root = assets::asset_root();
             move || {
                 set_page_policy(&live_reload);
+                provide_returning_visitor();
                 shell(leptos_options.clone(), asset_root.clone())
             }
         })
@@ -152,6 +153,22 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// The largest Socket.IO message a client may send, over either transport.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Tells the page's render whether the request comes from a returning visitor (the
+/// browser's returning cookie), who is drawn the room rather than the join form.
+fn provide_returning_visitor() {
+    let returning = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .map(|parts| {
+            parts
+                .headers
+                .get_all(axum::http::header::COOKIE)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .any(app::store::returning_in_cookies)
+        })
+        .unwrap_or(false);
+    leptos::prelude::provide_context(app::store::ReturningVisitor(returning));
+}
 
 /// Sets this page's Content-Security-Policy, allowing its hydration script by nonce.
 fn set_page_policy(extra_connect: &str) {

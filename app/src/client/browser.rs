@@ -21,8 +21,8 @@ use gloo_net::websocket::{futures::WebSocket, Message as WsMessage};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 
-use crate::client::chat::{Action, Chat, Config, Effect};
-use crate::store::ChatStore;
+use crate::client::chat::{keys, Action, Chat, Config, Effect};
+use crate::store::{ChatStore, RETURNING_COOKIE};
 
 /// Starts the client for this page; it runs until the store's owner is disposed.
 pub fn start(store: ChatStore) {
@@ -53,6 +53,32 @@ fn now() -> i64 {
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
+}
+
+/// A write the core asked for; the name also sets or clears the returning cookie.
+fn write(local: Option<&web_sys::Storage>, key: &str, value: Option<String>) {
+    if key == keys::NAME {
+        set_returning_cookie(value.as_deref().is_some_and(|name| !name.is_empty()));
+    }
+    if let Some(storage) = local {
+        let _ = match value {
+            Some(value) => storage.set_item(key, &value),
+            None => storage.remove_item(key),
+        };
+    }
+}
+
+/// Keeps [`RETURNING_COOKIE`] in step with the stored name (a year, or gone).
+fn set_returning_cookie(returning: bool) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let cookie = if returning {
+        format!("{RETURNING_COOKIE}=1; Path=/; Max-Age=31536000; SameSite=Lax")
+    } else {
+        format!("{RETURNING_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax")
+    };
+    let _ = js_sys::Reflect::set(document.as_ref(), &"cookie".into(), &cookie.into());
 }
 
 fn page_hidden() -> bool {
@@ -124,6 +150,8 @@ async fn run(store: ChatStore, mut actions: mpsc::UnboundedReceiver<Action>) {
     config.visible = !page_hidden();
     let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64 ^ (now() as u64) << 20;
     let mut chat = Chat::new(config, &stored, now(), seed);
+    // Pages from before the cookie existed hold a name without it.
+    set_returning_cookie(stored(keys::NAME).is_some_and(|name| !name.is_empty()));
     let mut socket: Option<Socket> = None;
 
     loop {
@@ -150,14 +178,7 @@ async fn run(store: ChatStore, mut actions: mpsc::UnboundedReceiver<Action>) {
                         }
                     }
                 }
-                Effect::Store { key, value } => {
-                    if let Some(storage) = &local {
-                        let _ = match value {
-                            Some(value) => storage.set_item(&key, &value),
-                            None => storage.remove_item(&key),
-                        };
-                    }
-                }
+                Effect::Store { key, value } => write(local.as_ref(), &key, value),
                 Effect::Log(line) => leptos::logging::log!("banter: {line}"),
             }
         }
@@ -191,11 +212,8 @@ async fn run(store: ChatStore, mut actions: mpsc::UnboundedReceiver<Action>) {
     // The page went away: write what is pending, close the socket, stop listening.
     chat.stop(now());
     while let Some(effect) = chat.poll_effect() {
-        if let (Effect::Store { key, value }, Some(storage)) = (effect, &local) {
-            let _ = match value {
-                Some(value) => storage.set_item(&key, &value),
-                None => storage.remove_item(&key),
-            };
+        if let Effect::Store { key, value } = effect {
+            write(local.as_ref(), &key, value);
         }
     }
     if let Some(open) = socket.take() {

@@ -236,6 +236,9 @@ pub struct View {
     pub connection: Connection,
     /// The name this page is joined under, once the server accepted it.
     pub me: Option<String>,
+    /// This page joins by itself, under the name of an earlier visit, and was not refused
+    /// since: the room can be drawn before the join completes. Part of [`Dirty::ME`].
+    pub returning: bool,
     pub joining: bool,
     pub join_error: Option<String>,
     pub members: Vec<String>,
@@ -270,7 +273,7 @@ pub struct Dirty(u32);
 
 impl Dirty {
     pub const CONNECTION: Dirty = Dirty(1);
-    /// `me`, `joining`, `join_error`.
+    /// `me`, `returning`, `joining`, `join_error`.
     pub const ME: Dirty = Dirty(1 << 1);
     /// `members`, `online`.
     pub const MEMBERS: Dirty = Dirty(1 << 2);
@@ -635,6 +638,7 @@ impl Chat {
             room: room.clone(),
             connection: Connection::Connecting,
             me: None,
+            returning: wanted_name.is_some(),
             joining: wanted_name.is_some(),
             join_error: None,
             members: Vec::new(),
@@ -1374,6 +1378,7 @@ impl Chat {
         self.presence_log = None;
         self.rejoin_at = None;
         self.view.me = None;
+        self.view.returning = false;
         self.view.joining = false;
         self.view.join_error = error;
         self.view.members.clear();

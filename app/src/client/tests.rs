@@ -1564,3 +1564,24 @@ fn new_since_is_the_read_mark_from_before_this_pages_first_join_and_only_for_a_k
     back.ack(&leave, json!({"ok": true}));
     assert_eq!(back.chat.view().new_since, None);
 }
+
+#[test]
+fn a_returning_visitor_is_shown_the_room_until_it_leaves_or_is_refused() {
+    assert!(!Sim::new().chat.view().returning, "no name: the join form");
+    let mut sim = Sim::joined(&[]);
+    assert!(sim.chat.view().returning);
+    sim.act(Action::Leave);
+    let leave = sim.take_one("leave");
+    sim.ack(&leave, json!({"ok": true}));
+    assert!(!sim.chat.view().returning);
+
+    // Refused (the name is someone else's now): the join form, with the reason.
+    let storage = BTreeMap::from([(keys::NAME.to_owned(), "alice".to_owned())]);
+    let mut sim = Sim::with(storage, START);
+    assert!(sim.chat.view().returning, "before anything is known");
+    sim.accept();
+    let join = sim.take_one("join");
+    sim.ack(&join, refused("invalid_name", json!({})));
+    assert!(!sim.chat.view().returning);
+    assert!(sim.chat.view().join_error.is_some());
+}

@@ -99,8 +99,17 @@ fn RoomRoute() -> impl IntoView {
 
 #[component]
 fn ChatPage(room: String) -> impl IntoView {
-    let store = ChatStore::new(room.clone());
+    // A returning visitor sees the room at once: the server knows one from a cookie, and
+    // the browser reads the same cookie to hydrate the same view.
+    #[cfg(feature = "browser")]
+    let returning = crate::store::returning_in_cookies(&document_cookies());
+    #[cfg(not(feature = "browser"))]
+    let returning = use_context::<crate::store::ReturningVisitor>().is_some_and(|r| r.0);
+    let store = ChatStore::new(room.clone(), returning);
     provide_context(store);
+    // The room is drawn once, whether for a returning visitor before the join or after
+    // one: a rebuild when `me` arrives would drop what was typed and where focus was.
+    let in_room = Memo::new(move |_| store.in_room());
 
     // Runs only in the browser, after hydration: the server renders the initial state.
     Effect::new(move |started: Option<()>| {
@@ -131,17 +140,17 @@ fn ChatPage(room: String) -> impl IntoView {
             data-hydrated=move || store.hydrated.get().to_string()
             data-connection=move || store.connection.get().as_str()
         >
-            {move || store.me.get().is_some().then(|| view! { <SkipLink/> })}
+            {move || in_room.get().then(|| view! { <SkipLink/> })}
             <header class="topbar">
                 <h1 class="room-title">
                     <span class="brand">"Banter"</span>
                     <span class="room-name">"# "{room.clone()}</span>
                 </h1>
-                {move || store.me.get().is_some().then(|| view! { <SearchForm/> })}
+                {move || in_room.get().then(|| view! { <SearchForm/> })}
                 <ConnectionBanner/>
             </header>
             {move || {
-                if store.me.get().is_some() {
+                if in_room.get() {
                     view! { <ChatRoom/> }.into_any()
                 } else {
                     view! { <JoinForm/> }.into_any()
@@ -149,6 +158,15 @@ fn ChatPage(room: String) -> impl IntoView {
             }}
         </div>
     }
+}
+
+/// The page's cookies as `document.cookie` gives them.
+#[cfg(feature = "browser")]
+fn document_cookies() -> String {
+    js_sys::Reflect::get(document().as_ref(), &"cookie".into())
+        .ok()
+        .and_then(|value| value.as_string())
+        .unwrap_or_default()
 }
 
 /// The first stop of the keyboard: straight to the message field, past the search, the
