@@ -5,10 +5,20 @@
  * arrived meanwhile; before the wasm arrives the join button says "Loading…", and a name
  * typed meanwhile survives hydration.
  */
-import { expect, messageItem, openAndJoin, test, testWith } from "./server";
+import type { Locator } from "@playwright/test";
+import { expect, join, messageItem, openAndJoin, send, test, testWith } from "./server";
 import { clientId, closeAll, connect, request, speaker, type WireMessage } from "./stock";
 
 test.afterEach(() => closeAll());
+
+/** Scrolls the log to `fraction` of its height, and waits two frames for the page's
+ * scroll handler. */
+async function scrollLog(log: Locator, fraction: number): Promise<void> {
+  await log.evaluate((el, f) => {
+    el.scrollTop = el.scrollHeight * f;
+    return new Promise<void>((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
+  }, fraction);
+}
 
 /** The seeder sends as fast as acks return: no message rate limits. */
 const unlimited = testWith({ args: ["--message-rate", "0", "--ip-message-rate", "0"] });
@@ -31,10 +41,9 @@ unlimited("messages arriving while scrolled up are counted, and the button jumps
   await expect(messageItem(page, "while at the bottom")).toBeInViewport();
   await expect(jump).toHaveCount(0);
 
-  // Scrolled up, they are counted.
-  await log.evaluate((el) => {
-    el.scrollTop = el.scrollHeight / 3;
-  });
+  // Scrolled up, they are counted. (The page learns of a scroll from its scroll event, at
+  // the next frame: a message may otherwise arrive first, as it could not for a person.)
+  await scrollLog(log, 1 / 3);
   await say("new one");
   await expect(page.getByRole("button", { name: "1 new message ↓" })).toBeVisible();
   await say("new two");
@@ -51,9 +60,7 @@ unlimited("messages arriving while scrolled up are counted, and the button jumps
     el.scrollTop = 0;
   });
   await expect(log.locator("li.message")).toHaveCount(43);
-  await log.evaluate((el) => {
-    el.scrollTop = el.scrollHeight / 3;
-  });
+  await scrollLog(log, 1 / 3);
   await say("new three");
   await expect(page.getByRole("button", { name: "1 new message ↓" })).toBeVisible();
   await log.evaluate((el) => {
@@ -166,4 +173,79 @@ unlimited("a reply's quote opens its original though it is far back and not load
   await expect(messageItem(page, "after the plan 1")).toHaveCount(1);
   await expect(messageItem(page, "after the plan 5")).toHaveCount(1);
   await expect(page.getByRole("log").locator("li.message").last()).toContainText("about that plan");
+});
+
+test("a mention while the tab is hidden: a desktop notification, asked for on a click; @ counts in the title and room list", async ({
+  browser,
+  openUser,
+  server,
+}) => {
+  const alice = await openAndJoin(openUser, "alice");
+  const context = await browser.newContext({ baseURL: server.url });
+  // A stand-in for the browser's Notification API and page visibility, recording use.
+  await context.addInitScript(() => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const w = window as any;
+    w.__notes = [];
+    w.__asked = 0;
+    w.__hidden = false;
+    class FakeNotification {
+      static permission = "default";
+      static requestPermission() {
+        w.__asked++;
+        FakeNotification.permission = "granted";
+        return Promise.resolve("granted");
+      }
+      onclick: unknown = null;
+      constructor(title: string, options?: { body?: string; tag?: string }) {
+        w.__notes.push({ title, body: options?.body, tag: options?.tag });
+      }
+      close() {}
+    }
+    w.Notification = FakeNotification;
+    Object.defineProperty(document, "hidden", { get: () => w.__hidden });
+    Object.defineProperty(document, "visibilityState", {
+      get: () => (w.__hidden ? "hidden" : "visible"),
+    });
+  });
+  const page = await context.newPage();
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const probe = (what: "__notes" | "__asked") => page.evaluate((key) => (window as any)[key], what);
+  const setHidden = (hidden: boolean) =>
+    page.evaluate((h) => {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      (window as any).__hidden = h;
+      document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+    }, hidden);
+  await page.goto("/");
+  await join(page, "bob");
+
+  // Never asked on load: a button asks, on a click, and goes once answered.
+  expect(await probe("__asked")).toBe(0);
+  const optIn = page.getByRole("button", { name: "Notify me when mentioned" });
+  await optIn.click();
+  await expect(optIn).toHaveCount(0);
+  expect(await probe("__asked")).toBe(1);
+
+  // Visible: a mention is marked in the log, and notifies nobody.
+  await send(alice.page, "@bob while you look");
+  await expect(messageItem(page, "@bob while you look")).toHaveClass(/\bmention\b/);
+  expect(await probe("__notes")).toEqual([]);
+
+  // Hidden: the mention notifies, once; another message does not; both are counted.
+  await setHidden(true);
+  await send(alice.page, "just chatting");
+  await send(alice.page, "@bob can you review?");
+  await expect(page).toHaveTitle("(2 · @1) #general · Banter");
+  await expect.poll(() => probe("__notes")).toEqual([
+    { title: "alice in #general", body: "@bob can you review?", tag: expect.stringMatching(/^general\/\d+$/) },
+  ]);
+  const current = page.getByRole("navigation", { name: "Rooms" }).locator("li.current");
+  await expect(current.locator(".mention-count")).toHaveText("@1, 1 mentioning you");
+
+  // Back: read, the counts go.
+  await setHidden(false);
+  await expect(page).toHaveTitle("#general · Banter");
+  await expect(current.locator(".mention-count")).toHaveCount(0);
+  await context.close();
 });

@@ -275,6 +275,69 @@ test.describe("conversations", () => {
     await expect(atBob.locator("mark")).toHaveCount(0);
   });
 
+  test("@ offers the room's members: arrows choose, Enter or Tab inserts, a click picks, Escape closes", async ({
+    openUser,
+  }) => {
+    const { alice, bob } = await two(openUser);
+    const mary = (await openAndJoin(openUser, "Mary Jane")).page;
+    await expect(onlineEntry(alice, "Mary Jane")).toBeVisible();
+    const field = composer(alice);
+    const list = alice.getByRole("listbox", { name: "People to mention" });
+
+    // "@" alone offers everyone but oneself; the field points at the chosen one.
+    await field.click();
+    await field.pressSequentially("hi @");
+    await expect(list.getByRole("option")).toHaveText(["bob", "Mary Jane"]);
+    await expect(list.getByRole("option", { name: "bob" })).toHaveAttribute("aria-selected", "true");
+    await expect(field).toHaveAttribute("aria-activedescendant", "mention-0");
+    await field.press("ArrowDown");
+    await expect(list.getByRole("option", { name: "Mary Jane" })).toHaveAttribute("aria-selected", "true");
+    await expect(field).toHaveAttribute("aria-activedescendant", "mention-1");
+    await field.press("ArrowDown");
+    await expect(list.getByRole("option", { name: "bob" })).toHaveAttribute("aria-selected", "true");
+
+    // Typing narrows it; Enter inserts (and sends nothing), the caret after the mention.
+    await field.pressSequentially("b");
+    await expect(list.getByRole("option")).toHaveText(["bob"]);
+    await field.press("Enter");
+    await expect(list).toHaveCount(0);
+    await expect(field).toHaveValue("hi @bob ");
+    await expect(alice.getByRole("log").locator("li.message")).toHaveCount(0);
+    await field.pressSequentially("and ");
+
+    // A name with a space is inserted in brackets, here with Tab.
+    await field.pressSequentially("@ma");
+    await expect(list.getByRole("option")).toHaveText(["Mary Jane"]);
+    await field.press("Tab");
+    await expect(field).toHaveValue("hi @bob and @[Mary Jane] ");
+    await expect(field).toBeFocused();
+
+    // Escape closes the list and keeps the text; nothing matches, no list; a click picks.
+    await field.pressSequentially("@");
+    await expect(list).toBeVisible();
+    await field.press("Escape");
+    await expect(list).toHaveCount(0);
+    await expect(field).toHaveValue("hi @bob and @[Mary Jane] @");
+    await field.pressSequentially("zed");
+    await expect(list).toHaveCount(0);
+    await field.press("Backspace");
+    await field.press("Backspace");
+    await field.press("Backspace");
+    await field.pressSequentially("M");
+    await list.getByRole("option", { name: "Mary Jane" }).click();
+    await expect(field).toHaveValue("hi @bob and @[Mary Jane] @[Mary Jane] ");
+    await expect(field).toBeFocused();
+    // An address is not a mention.
+    await field.pressSequentially("mail@b");
+    await expect(list).toHaveCount(0);
+
+    // Sent: both are mentioned, each sees it marked.
+    await field.fill("hi @bob and @[Mary Jane]");
+    await field.press("Enter");
+    await expect(messageItem(bob, "hi @bob and @[Mary Jane]")).toHaveClass(/\bmention\b/);
+    await expect(messageItem(mary, "hi @bob and @[Mary Jane]")).toHaveClass(/\bmention\b/);
+  });
+
   test("search finds messages, pages with More, shows one in the log, and closes", async ({
     openUser,
   }) => {
@@ -298,12 +361,16 @@ test.describe("conversations", () => {
     await expect(found.locator(".result-room")).toHaveText("#general");
     await expect(found.locator("time")).toHaveText(/^\d{4}-\d\d-\d\d \d\d:\d\d$/);
     await expect(found.locator(".result-text")).toHaveText("the quarterly report is ready");
+    await expect(found.locator(".result-text mark"), "the word searched for is marked").toHaveText([
+      "quarterly",
+    ]);
 
     // 22 matches: a first page of 20, then "More".
     await bob.getByLabel("Search messages").fill("release note");
     await bob.getByRole("button", { name: "Search", exact: true }).click();
     await expect(found).toHaveCount(20);
     await expect(found.first().locator(".result-text")).toHaveText("release note 22");
+    await expect(found.first().locator(".result-text mark")).toHaveText(["release", "note"]);
     await results.getByRole("button", { name: "More", exact: true }).click();
     await expect(found).toHaveCount(22);
     await expect(found.last().locator(".result-text")).toHaveText("release note 1");

@@ -55,6 +55,52 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
 }
 
+/// Whether this browser has desktop notifications (the Notification API).
+pub(crate) fn notifications_supported() -> bool {
+    web_sys::window()
+        .is_some_and(|w| js_sys::Reflect::has(w.as_ref(), &"Notification".into()).unwrap_or(false))
+}
+
+/// The person's answer so far, if this browser has notifications.
+pub(crate) fn notification_permission() -> Option<web_sys::NotificationPermission> {
+    notifications_supported().then(web_sys::Notification::permission)
+}
+
+/// Asks the person (only ever from a click) whether the page may notify; `answered` runs
+/// once they have said.
+pub(crate) fn ask_notification_permission(answered: impl FnOnce() + 'static) {
+    use wasm_bindgen::closure::Closure;
+    if !notifications_supported() {
+        return;
+    }
+    if let Ok(promise) = web_sys::Notification::request_permission() {
+        let callback = Closure::once(move |_: wasm_bindgen::JsValue| answered());
+        let _ = promise.then(&callback);
+        // Called once, by the browser, after this function returns.
+        callback.forget();
+    }
+}
+
+/// Shows a desktop notification if the person allowed them; clicking it brings the page
+/// forward. One per `tag`: the browser replaces rather than stacks a repeat.
+fn notify(title: &str, body: &str, tag: &str) {
+    use wasm_bindgen::{closure::Closure, JsCast};
+    if notification_permission() != Some(web_sys::NotificationPermission::Granted) {
+        return;
+    }
+    let options = web_sys::NotificationOptions::new();
+    options.set_body(body);
+    options.set_tag(tag);
+    if let Ok(notification) = web_sys::Notification::new_with_options(title, &options) {
+        let on_click = Closure::once_into_js(|| {
+            if let Some(window) = web_sys::window() {
+                let _ = window.focus();
+            }
+        });
+        notification.set_onclick(Some(on_click.unchecked_ref()));
+    }
+}
+
 /// A write the core asked for; the name also sets or clears the returning cookie.
 fn write(local: Option<&web_sys::Storage>, key: &str, value: Option<String>) {
     if key == keys::NAME {
@@ -180,6 +226,7 @@ async fn run(store: ChatStore, mut actions: mpsc::UnboundedReceiver<Action>) {
                 }
                 Effect::Store { key, value } => write(local.as_ref(), &key, value),
                 Effect::Log(line) => leptos::logging::log!("banter: {line}"),
+                Effect::Notify { title, body, tag } => notify(&title, &body, &tag),
             }
         }
         let dirty = chat.take_dirty();

@@ -182,6 +182,13 @@ pub enum Effect {
     },
     /// Something worth a line in the console.
     Log(String),
+    /// Show a desktop notification, if the person allowed them: a message mentioning
+    /// them arrived while the page was hidden. `tag` is the message's room and id.
+    Notify {
+        title: String,
+        body: String,
+        tag: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1440,6 +1447,21 @@ impl Chat {
         merged
     }
 
+    /// The notification for a live message, if it mentions the reader, is someone else's
+    /// and arrives while the page is hidden (when it shows, the log itself tells).
+    fn mention_notice(&self, message: &Message) -> Option<Effect> {
+        let me = self.view.me.as_deref()?;
+        let notify = !self.view.visible
+            && !message.deleted
+            && message.author != me
+            && crate::mentions::mentions(&message.text, me);
+        notify.then(|| Effect::Notify {
+            title: format!("{} in #{}", message.author, message.room),
+            body: crate::protocol::excerpt(&message.text),
+            tag: format!("{}/{}", message.room, message.id),
+        })
+    }
+
     /// A version number seen on the live stream.
     fn saw_live(&mut self, version: u64) {
         match self.membership {
@@ -1459,7 +1481,12 @@ impl Chat {
                 let version = message.version();
                 self.typists.retain(|(name, _)| *name != author);
                 self.typing_changed();
-                self.merge_new(message);
+                let notify = self.mention_notice(&message);
+                if self.merge_new(message) == Merged::Added {
+                    if let Some(effect) = notify {
+                        self.effects.push_back(effect);
+                    }
+                }
                 self.saw_live(version);
                 if self.log.trim_oldest(MAX_SHOWN_MESSAGES) {
                     self.view.older_available = true;

@@ -17,7 +17,7 @@
 //! server. What each layer guarantees is stated in its module documentation.
 
 #[cfg(feature = "browser")]
-mod browser;
+pub(crate) mod browser;
 pub mod chat;
 pub mod log;
 pub mod outbox;

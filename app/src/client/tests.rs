@@ -51,6 +51,8 @@ struct Sim {
     /// When the core last got an input: its timeout is counted from there.
     input_at: i64,
     connected: bool,
+    /// Desktop notifications asked for: title, body, tag.
+    notified: Vec<(String, String, String)>,
 }
 
 fn message(id: u64, author: &str, text: &str) -> Message {
@@ -119,6 +121,7 @@ impl Sim {
             next_ping: None,
             connected: false,
             input_at: now,
+            notified: Vec::new(),
         };
         sim.run();
         sim
@@ -187,6 +190,7 @@ impl Sim {
                     };
                 }
                 Effect::Log(_) => {}
+                Effect::Notify { title, body, tag } => self.notified.push((title, body, tag)),
             }
         }
         for (id, reply) in auto {
@@ -1584,4 +1588,33 @@ fn a_returning_visitor_is_shown_the_room_until_it_leaves_or_is_refused() {
     sim.ack(&join, refused("invalid_name", json!({})));
     assert!(!sim.chat.view().returning);
     assert!(sim.chat.view().join_error.is_some());
+}
+
+#[test]
+fn a_mention_arriving_while_hidden_asks_for_one_notification() {
+    let mut sim = Sim::joined(&[]);
+    // Visible: the log tells, no notification.
+    sim.push("message", json!(message(1, "bob", "@alice look")));
+    assert!(sim.notified.is_empty());
+
+    sim.act(Action::SetVisible(false));
+    sim.push("message", json!(message(2, "bob", "no mention here")));
+    sim.push(
+        "message",
+        json!(message(3, "bob", "@alice are you there?\nsecond line")),
+    );
+    sim.push("message", json!(ours(4, "@alice note to self", "c-4")));
+    // The same message again (a resend, a catch-up): not a second notification.
+    sim.push(
+        "message",
+        json!(message(3, "bob", "@alice are you there?\nsecond line")),
+    );
+    assert_eq!(
+        sim.notified,
+        vec![(
+            "bob in #general".to_owned(),
+            "@alice are you there?…".to_owned(),
+            "general/3".to_owned()
+        )]
+    );
 }

@@ -9,13 +9,49 @@
 //! word: within [`COUNTER_MARGIN`] characters of the limit a counter shows how many are
 //! left, and past it how many are too many (the field is then `aria-invalid`, and Send
 //! says so and keeps the text).
+//!
+//! Typing `@` at the start of a word offers the room's members whose name starts with
+//! what follows (a listbox the field points into with `aria-activedescendant`): ArrowUp
+//! and ArrowDown choose, Enter or Tab inserts the mention (`@bob `, or `@[Mary Jane] ` for
+//! a name with spaces), Escape or leaving the field closes the list, and a click picks.
 
 use leptos::either::Either;
 use leptos::html;
 use leptos::prelude::*;
 
+use crate::mentions;
 use crate::protocol::MAX_TEXT_CHARS;
 use crate::store::{Action, ChatStore};
+
+/// How many names the mention list offers at once.
+const OFFERED: usize = 8;
+
+/// The mention being completed: the `@` at byte `start`, the caret at byte `caret`, the
+/// names offered and the one chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Suggestions {
+    start: usize,
+    caret: usize,
+    names: Vec<String>,
+    active: usize,
+}
+
+/// The byte offset in `text` of a caret the browser gives in UTF-16 code units.
+fn byte_offset(text: &str, utf16: usize) -> usize {
+    let mut units = 0;
+    for (at, c) in text.char_indices() {
+        if units >= utf16 {
+            return at;
+        }
+        units += c.len_utf16();
+    }
+    text.len()
+}
+
+/// The caret in UTF-16 code units (what the browser takes) for byte offset `byte`.
+fn utf16_offset(text: &str, byte: usize) -> usize {
+    text.get(..byte).unwrap_or(text).encode_utf16().count()
+}
 
 /// How close to [`MAX_TEXT_CHARS`] the text gets before the counter shows.
 const COUNTER_MARGIN: usize = 500;
@@ -153,7 +189,48 @@ pub(crate) fn Composer() -> impl IntoView {
         }
         Err(e) => set_error.set(Some(e.message)),
     };
-    let on_keydown = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
+    let suggest = RwSignal::new(None::<Suggestions>);
+    let offer = move |text: &str, caret: usize| {
+        let next = mentions::typing_at(text, caret).and_then(|typing| {
+            let me = store.me.get_untracked();
+            let names: Vec<String> = store.members.with_untracked(|members| {
+                mentions::candidates(members, &typing.partial, me.as_deref(), OFFERED)
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            });
+            (!names.is_empty()).then_some(Suggestions {
+                start: typing.start,
+                caret,
+                names,
+                active: 0,
+            })
+        });
+        if suggest.get_untracked() != next {
+            suggest.set(next);
+        }
+    };
+    let accept = move |index: usize| {
+        let Some(offered) = suggest.get_untracked() else {
+            return;
+        };
+        let Some(name) = offered.names.get(index) else {
+            return;
+        };
+        let (text, caret) =
+            mentions::complete(&draft.get_untracked(), offered.start, offered.caret, name);
+        let caret = utf16_offset(&text, caret) as u32;
+        draft.set(text);
+        suggest.set(None);
+        // Once the field shows the new text, the caret goes after the mention.
+        request_animation_frame(move || {
+            if let Some(input) = compose.input.get_untracked() {
+                let _ = input.set_selection_range(caret, caret);
+                let _ = input.focus();
+            }
+        });
+    };
+    let on_key = move |ev: leptos::ev::KeyboardEvent| match ev.key().as_str() {
         "Enter" if !ev.shift_key() && !ev.is_composing() => {
             ev.prevent_default();
             submit();
@@ -180,6 +257,36 @@ pub(crate) fn Composer() -> impl IntoView {
             }
         }
         _ => {}
+    };
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if let Some(offered) = suggest.get_untracked() {
+            let count = offered.names.len();
+            match ev.key().as_str() {
+                key @ ("ArrowDown" | "ArrowUp") => {
+                    ev.prevent_default();
+                    let active = if key == "ArrowDown" {
+                        (offered.active + 1) % count
+                    } else {
+                        (offered.active + count - 1) % count
+                    };
+                    suggest.set(Some(Suggestions { active, ..offered }));
+                    return;
+                }
+                "Enter" | "Tab" if !ev.shift_key() && !ev.is_composing() => {
+                    ev.prevent_default();
+                    accept(offered.active);
+                    return;
+                }
+                "Escape" => {
+                    ev.prevent_default();
+                    ev.stop_propagation();
+                    suggest.set(None);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        on_key(ev)
     };
     // Ready to write as soon as the room opens, except on a phone, where focusing would pull
     // up the keyboard over the conversation.
@@ -237,6 +344,34 @@ pub(crate) fn Composer() -> impl IntoView {
             }
         >
             {context}
+            {move || suggest.get().map(|offered| {
+                let active = offered.active;
+                view! {
+                    <ul id="mention-list" class="mention-list" role="listbox" aria-label="People to mention">
+                        {offered
+                            .names
+                            .into_iter()
+                            .enumerate()
+                            .map(|(index, name)| {
+                                view! {
+                                    <li
+                                        id=format!("mention-{index}")
+                                        role="option"
+                                        aria-selected=(index == active).to_string()
+                                        // Before the field would lose focus to the click.
+                                        on:mousedown=move |ev: leptos::ev::MouseEvent| {
+                                            ev.prevent_default();
+                                            accept(index);
+                                        }
+                                    >
+                                        {name}
+                                    </li>
+                                }
+                            })
+                            .collect_view()}
+                    </ul>
+                }
+            })}
             <label for="message" class="visually-hidden">"Message"</label>
             <textarea
                 id="message"
@@ -246,6 +381,12 @@ pub(crate) fn Composer() -> impl IntoView {
                 autocomplete="off"
                 placeholder="Write a message"
                 aria-keyshortcuts="Enter"
+                aria-autocomplete="list"
+                aria-controls=move || suggest.with(Option::is_some).then_some("mention-list")
+                aria-activedescendant=move || {
+                    suggest.with(|offered| offered.as_ref().map(|o| format!("mention-{}", o.active)))
+                }
+                on:blur=move |_| suggest.set(None)
                 aria-invalid=move || over().then_some("true")
                 aria-describedby=move || counter_text(chars.get()).map(|_| "message-count")
                 node_ref=compose.input
@@ -256,6 +397,12 @@ pub(crate) fn Composer() -> impl IntoView {
                     if !matches!(compose.mode.get_untracked(), Some(Mode::Edit { .. })) {
                         store.dispatch(Action::Typing(!value.trim().is_empty()));
                     }
+                    let caret = compose
+                        .input
+                        .get_untracked()
+                        .and_then(|input| input.selection_start().ok().flatten())
+                        .map_or(value.len(), |units| byte_offset(&value, units as usize));
+                    offer(&value, caret);
                     draft.set(value);
                 }
             ></textarea>
@@ -321,6 +468,20 @@ fn LeaveButton() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn carets_convert_between_utf16_units_and_bytes() {
+        let text = "a😀é@b";
+        // a: 1 unit, 😀: 2 units, é: 1 unit; bytes 1, 4, 2.
+        assert_eq!(byte_offset(text, 0), 0);
+        assert_eq!(byte_offset(text, 1), 1);
+        assert_eq!(byte_offset(text, 3), 5);
+        assert_eq!(byte_offset(text, 4), 7);
+        assert_eq!(byte_offset(text, 99), text.len());
+        for byte in [0, 1, 5, 7, 8, 9] {
+            assert_eq!(byte_offset(text, utf16_offset(text, byte)), byte);
+        }
+    }
 
     #[test]
     fn the_counter_shows_near_the_limit_and_past_it() {

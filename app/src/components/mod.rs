@@ -120,15 +120,16 @@ fn ChatPage(room: String) -> impl IntoView {
         }
     });
 
-    // Unread messages in the joined rooms, in the tab title.
+    // Unread messages in the joined rooms, in the tab title, and how many mention the reader.
     let title = {
         let room = room.clone();
         move || {
             let total = store.unread_total.get();
-            if total > 0 {
-                format!("({total}) #{room} · Banter")
-            } else {
-                format!("#{room} · Banter")
+            let mentions = store.mentions_total.get();
+            match (total, mentions) {
+                (0, _) => format!("#{room} · Banter"),
+                (total, 0) => format!("({total}) #{room} · Banter"),
+                (total, mentions) => format!("({total} · @{mentions}) #{room} · Banter"),
             }
         }
     };
@@ -285,6 +286,42 @@ fn JoinForm() -> impl IntoView {
     }
 }
 
+/// "Notify me when mentioned": asks for the browser's permission, on this click only
+/// (never on load), while the person has not answered yet. Drawn after hydration: the
+/// server cannot know the answer.
+#[component]
+fn NotificationsOptIn() -> impl IntoView {
+    let store = expect_context::<ChatStore>();
+    let answered = RwSignal::new(0u32);
+    let unasked = move || {
+        answered.track();
+        store.hydrated.get() && notifications_unasked()
+    };
+    let ask = move |_| {
+        #[cfg(feature = "browser")]
+        crate::client::browser::ask_notification_permission(move || answered.update(|n| *n += 1));
+    };
+    move || {
+        unasked().then(|| {
+            view! {
+                <button type="button" class="notify-opt-in" on:click=ask>
+                    "Notify me when mentioned"
+                </button>
+            }
+        })
+    }
+}
+
+fn notifications_unasked() -> bool {
+    #[cfg(feature = "browser")]
+    {
+        crate::client::browser::notification_permission()
+            == Some(leptos::web_sys::NotificationPermission::Default)
+    }
+    #[cfg(not(feature = "browser"))]
+    false
+}
+
 /// What the side panel shows on a phone, where it is a drawer over the conversation
 /// (on a wider screen it always shows both parts, and the drawer's buttons are hidden).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +448,7 @@ fn ChatRoom() -> impl IntoView {
                         </For>
                     </ul>
                 </section>
+                <NotificationsOptIn/>
             </aside>
             <section class="conversation">
                 <SearchPanel/>
@@ -432,6 +470,18 @@ fn unread_badge(n: u32) -> impl IntoView {
             <span class="unread">
                 <span aria-hidden="true">{if n > 99 { "99+".to_owned() } else { n.to_string() }}</span>
                 <span class="visually-hidden">{format!(", {n} unread")}</span>
+            </span>
+        }
+    })
+}
+
+/// "@2": unread messages that mention the reader, counted apart; nothing when none.
+fn mention_badge(n: u32) -> impl IntoView {
+    (n > 0).then(|| {
+        view! {
+            <span class="mention-count">
+                <span aria-hidden="true">{format!("@{}", n.min(99))}</span>
+                <span class="visually-hidden">{format!(", {n} mentioning you")}</span>
             </span>
         }
     })
@@ -462,7 +512,7 @@ fn RoomList() -> impl IntoView {
             <ul>
                 <For
                     each=move || store.rooms.get()
-                    key=|room| (room.name.clone(), room.online, room.last_id, room.unread)
+                    key=|room| (room.name.clone(), room.online, room.last_id, room.unread, room.mentions)
                     let:room
                 >
                     {
@@ -483,6 +533,7 @@ fn RoomList() -> impl IntoView {
                                     <span class="visually-hidden">{format!(", {online} online")}</span>
                                 </span>
                                 {move || unread_badge(count())}
+                                {mention_badge(room.mentions)}
                             </li>
                         }
                     }

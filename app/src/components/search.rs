@@ -1,8 +1,9 @@
 //! Search: the field in the top bar (`Action::Search` over every room), and the results
 //! above the log, newest first, with "More" and a close button. A result links to its
 //! room; in this room it shows the message in its place in the log
-//! (`Action::LoadAround`).
+//! (`Action::LoadAround`). The words searched for are marked in each result's text.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use super::{date_time, iso_time};
@@ -71,7 +72,7 @@ fn panel(store: ChatStore, search: &SearchView) -> Option<AnyView> {
     let results = search
         .results
         .iter()
-        .map(|message| search_result(store, message))
+        .map(|message| search_result(store, message, &search.query))
         .collect_view();
     let loading = search.loading;
     let more = search.more.then(|| {
@@ -122,14 +123,27 @@ fn panel(store: ChatStore, search: &SearchView) -> Option<AnyView> {
 }
 
 /// One result: a link to its room; in this room a click shows it in the log instead.
-fn search_result(store: ChatStore, message: &Message) -> impl IntoView {
+fn search_result(store: ChatStore, message: &Message, query: &str) -> impl IntoView {
     let here = message.room == store.room();
     let id = message.id;
     let text = if message.deleted {
-        "This message was deleted".to_owned()
+        vec![("This message was deleted".to_owned(), false)]
     } else {
-        message.text.clone()
+        highlight(&message.text, query)
+            .into_iter()
+            .map(|(piece, hit)| (piece.to_owned(), hit))
+            .collect()
     };
+    let text = text
+        .into_iter()
+        .map(|(piece, hit)| {
+            if hit {
+                Either::Left(view! { <mark>{piece}</mark> })
+            } else {
+                Either::Right(piece)
+            }
+        })
+        .collect_view();
     view! {
         <li>
             <a
@@ -150,5 +164,89 @@ fn search_result(store: ChatStore, message: &Message) -> impl IntoView {
                 <span class="result-text" dir="auto">{text}</span>
             </a>
         </li>
+    }
+}
+
+/// `text` in pieces, each marked if it matches a word of `query` (case-insensitively, in
+/// any script; at each place the longest word wins). The pieces cover all of `text`.
+fn highlight<'a>(text: &'a str, query: &str) -> Vec<(&'a str, bool)> {
+    let words: Vec<Vec<char>> = query
+        .split_whitespace()
+        .map(|word| word.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|word| !word.is_empty())
+        .map(|word| word.chars().flat_map(char::to_lowercase).collect())
+        .collect();
+    let mut pieces = Vec::new();
+    let (mut plain_from, mut at) = (0, 0);
+    while let Some(c) = text[at..].chars().next() {
+        match words.iter().filter_map(|w| match_len(&text[at..], w)).max() {
+            Some(len) => {
+                if plain_from < at {
+                    pieces.push((&text[plain_from..at], false));
+                }
+                pieces.push((&text[at..at + len], true));
+                at += len;
+                plain_from = at;
+            }
+            None => at += c.len_utf8(),
+        }
+    }
+    if plain_from < text.len() {
+        pieces.push((&text[plain_from..], false));
+    }
+    pieces
+}
+
+/// How many bytes at the start of `text` spell `word` (lowercase), if they do.
+fn match_len(text: &str, word: &[char]) -> Option<usize> {
+    let mut matched = 0;
+    for (at, c) in text.char_indices() {
+        for lower in c.to_lowercase() {
+            if word.get(matched) != Some(&lower) {
+                return None;
+            }
+            matched += 1;
+        }
+        if matched == word.len() {
+            return Some(at + c.len_utf8());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::highlight;
+
+    #[test]
+    fn the_words_searched_for_are_marked_in_any_case_and_script() {
+        assert_eq!(
+            highlight("Release note 22", "release NOTE"),
+            vec![
+                ("Release", true),
+                (" ", false),
+                ("note", true),
+                (" 22", false)
+            ]
+        );
+        assert_eq!(
+            highlight("Привет, МИР!", "мир"),
+            vec![("Привет, ", false), ("МИР", true), ("!", false)]
+        );
+        assert_eq!(
+            highlight("東京タワー", "タワー"),
+            vec![("東京", false), ("タワー", true)]
+        );
+        // The longest word at a place; quotes and operators' punctuation are not words.
+        assert_eq!(
+            highlight("notes not", "\"not\" notes"),
+            vec![("notes", true), (" ", false), ("not", true)]
+        );
+        assert_eq!(highlight("nothing here", ""), vec![("nothing here", false)]);
+        assert_eq!(highlight("", "x"), Vec::<(&str, bool)>::new());
+        // A letter whose lowercase is longer than one char (İ: i + combining dot) matches
+        // only as a whole.
+        assert_eq!(highlight("İstanbul", "i̇stanbul"), vec![("İstanbul", true)]);
+        assert_eq!(highlight("İx", "i"), vec![("İx", false)]);
     }
 }
