@@ -13,7 +13,7 @@ import {
 } from "./server";
 
 // A stop, a restart and the client's back-off fit in this.
-test.describe.configure({ timeout: 120_000 });
+test.describe.configure({ timeout: 150_000 });
 
 test("the client shows the outage, reconnects and rejoins by itself", async ({
   openUser,
@@ -171,15 +171,16 @@ test("during a long outage the list shows who was last known, and Retry now skip
   const dot = await onlineEntry(page, "bob").evaluate((li) => getComputedStyle(li, "::before").content);
   expect(dot).toContain("○");
 
-  // Past the quick retries of the first 30 s, the next try is seconds away...
-  await expect(banner.locator(".countdown")).toHaveText(/Next try in ([4-9]|1[0-9]) s\./, {
-    timeout: 60_000,
+  // Past the quick retries of the first 30 s, the next try is at least 8 s away...
+  await expect(banner.locator(".countdown")).toHaveText(/Next try in ([89]|1[0-9]) s\./, {
+    timeout: 75_000,
   });
-  // ...but the server is back, and Retry now reconnects at once.
+  // ...but the server is back, and Retry now reconnects sooner than that. (Not at once:
+  // Chromium itself holds back a WebSocket to an endpoint that kept failing, by 1.4 to 3 s
+  // measured here, whatever the page does.)
   await server.restart();
   await banner.getByRole("button", { name: "Retry now" }).click();
-  // Sooner than the wait the countdown announced (at least 4 s).
-  await expect(banner).toBeHidden({ timeout: 3_500 });
+  await expect(banner).toBeHidden({ timeout: 6_000 });
   await waitOnline(page, 3_000);
   await expect(heading).toHaveText("Online 2", { timeout: 15_000 });
   await expect(onlineEntry(page, "bob")).toBeVisible();
