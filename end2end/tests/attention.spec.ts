@@ -249,3 +249,37 @@ test("a mention while the tab is hidden: a desktop notification, asked for on a 
   await expect(current.locator(".mention-count")).toHaveCount(0);
   await context.close();
 });
+
+unlimited("a search result in another room opens that room at the message, with its neighbours", async ({
+  openUser,
+  server,
+}) => {
+  const say = await speaker(server.url, "carol", "ops");
+  await say("the deploy key is in the vault");
+  for (let n = 1; n <= 80; n++) await say(`ops filler ${n}`);
+
+  // bob has been in #ops; he searches from #general.
+  const bob = await openAndJoin(openUser, "bob", { path: "/r/ops" });
+  const page = bob.page;
+  await expect(messageItem(page, "ops filler 80")).toBeVisible();
+  await page.goto("/");
+  await expect(page.getByRole("heading", { name: /general/ })).toBeVisible();
+  await expect(page.getByLabel("Message", { exact: true })).toBeVisible();
+
+  const found = page.getByRole("region", { name: "Search results" }).locator(".result");
+  await page.getByLabel("Search messages").fill("vault");
+  await expect(async () => {
+    await page.getByRole("button", { name: "Search", exact: true }).click();
+    await expect(found).toHaveCount(1, { timeout: 1_500 });
+  }).toPass({ intervals: [500], timeout: 15_000 });
+  await expect(found.locator(".result-room")).toHaveText("#ops");
+  await found.click();
+
+  await expect(page).toHaveURL(/\/r\/ops\?at=\d+$/);
+  const message = messageItem(page, "the deploy key is in the vault");
+  await expect(message).toHaveClass(/focused/, { timeout: 10_000 });
+  await expect(message).toBeInViewport();
+  await expect(messageItem(page, "ops filler 1")).toHaveCount(1);
+  // The newest messages are there too, below a gap that fills on scrolling.
+  await expect(messageItem(page, "ops filler 80")).toHaveCount(1);
+});

@@ -133,6 +133,16 @@ fn page_hidden() -> bool {
         .is_some_and(|d| d.hidden())
 }
 
+/// The message the URL opens the room at: `?at=<id>`.
+fn open_at() -> Option<u64> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("at="))
+        .and_then(|id| id.parse().ok())
+}
+
 fn socket_url() -> Option<String> {
     let location = web_sys::window()?.location();
     let scheme = if location.protocol().ok()? == "https:" {
@@ -194,6 +204,7 @@ async fn run(store: ChatStore, mut actions: mpsc::UnboundedReceiver<Action>) {
     let stored = |key: &str| local.as_ref().and_then(|s| s.get_item(key).ok().flatten());
     let mut config = Config::new(store.room());
     config.visible = !page_hidden();
+    config.open_at = open_at();
     let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64 ^ (now() as u64) << 20;
     let mut chat = Chat::new(config, &stored, now(), seed);
     // Pages from before the cookie existed hold a name without it.

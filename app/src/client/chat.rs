@@ -103,6 +103,9 @@ pub struct Config {
     /// Whether the page is visible to start with.
     pub visible: bool,
     pub ack_timeout_ms: Millis,
+    /// A message to open the room at (`/r/<room>?at=<id>`, a search result's link): it is
+    /// loaded with its neighbours once joined, scrolled to and flashed.
+    pub open_at: Option<u64>,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             protocol: PROTOCOL_VERSION,
             visible: true,
             ack_timeout_ms: ACK_TIMEOUT_MS,
+            open_at: None,
         }
     }
 }
@@ -639,6 +643,7 @@ impl Chat {
             }
         }
         let wanted_name = stored(keys::NAME).filter(|name| !name.is_empty());
+        let open_at = config.open_at;
         let mut clock = Clock::default();
         let mono = clock.advance(now);
         let view = View {
@@ -706,7 +711,7 @@ impl Chat {
             watch_retry_at: None,
             counts: VecMap::default(),
             history_in_flight: Vec::new(),
-            around_wanted: None,
+            around_wanted: open_at,
             history_retry_at: None,
             search_generation: 0,
             search_wanted: None,

@@ -1618,3 +1618,27 @@ fn a_mention_arriving_while_hidden_asks_for_one_notification() {
         )]
     );
 }
+
+#[test]
+fn a_room_opened_at_a_message_loads_it_with_its_neighbours_once_joined() {
+    let storage = BTreeMap::from([(keys::NAME.to_owned(), "alice".to_owned())]);
+    let mut config = Config::new("general");
+    config.open_at = Some(500);
+    let mut sim = Sim::with_config(config, storage, START);
+    sim.accept();
+    let join = sim.take_one("join");
+    let history: Vec<Message> = (951..=1000).map(|id| message(id, "bob", "x")).collect();
+    sim.ack(&join, join_ok("alice", &["alice", "bob"], &history, false));
+    let request = sim.take_one("history");
+    assert_eq!(
+        request.payload,
+        json!({"room": "general", "around": 500, "limit": 50})
+    );
+    let around: Vec<Message> = (475..=524).map(|id| message(id, "bob", "x")).collect();
+    sim.ack(
+        &request,
+        json!({"ok": true, "messages": around, "more": true, "newer": true}),
+    );
+    assert_eq!(sim.chat.view().focus, Some(500));
+    assert!(sim.line(951).gap_before);
+}

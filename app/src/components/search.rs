@@ -1,7 +1,7 @@
 //! Search: the field in the top bar (`Action::Search` over every room), and the results
 //! above the log, newest first, with "More" and a close button. A result links to its
-//! room; in this room it shows the message in its place in the log
-//! (`Action::LoadAround`). The words searched for are marked in each result's text.
+//! room opened at the message (`/r/<room>?at=<id>`); in this room it shows the message in
+//! its place in the log (`Action::LoadAround`). The words searched for are marked in each result's text.
 
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -122,7 +122,8 @@ fn panel(store: ChatStore, search: &SearchView) -> Option<AnyView> {
     )
 }
 
-/// One result: a link to its room; in this room a click shows it in the log instead.
+/// One result: a link to its room open at the message (`?at=`); in this room a click
+/// shows it in the log instead.
 fn search_result(store: ChatStore, message: &Message, query: &str) -> impl IntoView {
     let here = message.room == store.room();
     let id = message.id;
@@ -148,7 +149,7 @@ fn search_result(store: ChatStore, message: &Message, query: &str) -> impl IntoV
         <li>
             <a
                 class="result"
-                href=format!("/r/{}", message.room)
+                href=format!("/r/{}?at={}", message.room, message.id)
                 on:click=move |ev| {
                     if here {
                         ev.prevent_default();
