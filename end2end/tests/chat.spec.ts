@@ -35,6 +35,9 @@ test.describe("two people chatting in #general", () => {
     await expect(mine).toHaveAttribute("data-status", "delivered");
     await expect(mine.locator(".author")).toHaveText("alice");
     await expect(mine.locator("time")).toHaveCount(1);
+    // A relative time within the hour; the exact one on hover.
+    await expect(mine.locator("time")).toHaveText("just now");
+    await expect(mine.locator("time")).toHaveAttribute("title", /^\d{4}-\d\d-\d\d \d\d:\d\d$/);
     const statuses = await recordedStatuses(alice.page, "hello bob");
     expect(statuses[0], `statuses seen: ${JSON.stringify(statuses)}`).toBe("pending");
     expect(statuses[statuses.length - 1]).toBe("delivered");

@@ -58,11 +58,12 @@ const STAMP: &str = ".xtask-stamp";
 /// join form, "Retry now" with its countdown and the name field's error wiring took it to
 /// 386 KB; then to 405 KB the same day, when @-autocompletion in the composer, the
 /// marked words in search results, desktop notifications for mentions and the mention
-/// counts took it to 403 KB. Where the bytes go, and what
+/// counts took it to 403 KB, and to 408 KB when relative message times took it to 405 KB.
+/// Where the bytes go, and what
 /// would bring them down (8.6% of the code is tachys's `AnyView` async-hydration path,
 /// compiled in for every `.into_any()` though nothing hydrates asynchronously): see
 /// docs/PERFORMANCE.md, "Where the wasm goes".
-const FIRST_VISIT_BUDGET: u64 = 405_000;
+const FIRST_VISIT_BUDGET: u64 = 408_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

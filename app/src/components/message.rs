@@ -9,7 +9,7 @@ use leptos::prelude::*;
 
 use super::composer::Compose;
 use super::text::message_body;
-use super::{clock_time, date_time, iso_time};
+use super::{clock_time, date_time, iso_time, shown_time};
 use crate::protocol::{excerpt, Reaction, ReplyPreview};
 use crate::store::{Action, ChatStore, Delivery, Line, LineKind, MessageLine};
 
@@ -33,8 +33,10 @@ pub(crate) fn LogLine(
     /// The first message that arrived while the reader was away: a line above it says so.
     new_since: bool,
 ) -> impl IntoView {
+    let clock = expect_context::<super::Clock>().0;
+    let ts = line.ts;
     let time = view! {
-        <time datetime=iso_time(line.ts) title=date_time(line.ts)>{clock_time(line.ts)}</time>
+        <time datetime=iso_time(ts) title=date_time(ts)>{move || shown_time(ts, clock.get())}</time>
     };
     let divider = day.map(|day| {
         let label = day.clone();

@@ -373,6 +373,7 @@ fn OtherRooms() -> impl IntoView {
 fn ChatRoom() -> impl IntoView {
     let store = expect_context::<ChatStore>();
     provide_context(Compose::new());
+    provide_context(Clock::start());
     let drawer = RwSignal::new(Drawer::Closed);
     let toggle = move |which: Drawer| {
         drawer.update(|open| {
@@ -909,6 +910,44 @@ fn message_element(
 }
 
 /// `HH:MM` in the reader's time zone (UTC while rendering on the server).
+/// The time a line shows: "just now" and "12 min ago" within the hour, the clock time
+/// after that (the day is on the divider above, the exact time on hover).
+fn shown_time(ts: i64, now: i64) -> String {
+    let age = now - ts;
+    if now == 0 || age >= 60 * 60_000 {
+        clock_time(ts)
+    } else if age < 60_000 {
+        // Also a time a little ahead of this clock: the server's clock is not the reader's.
+        "just now".to_owned()
+    } else {
+        format!("{} min ago", age / 60_000)
+    }
+}
+
+/// The reader's clock for relative times, ticking every 30 s (0 on the server, which
+/// renders no message lines).
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(pub RwSignal<i64>);
+
+impl Clock {
+    fn start() -> Clock {
+        #[cfg(feature = "browser")]
+        {
+            let now = || js_sys::Date::now() as i64;
+            let clock = RwSignal::new(now());
+            if let Ok(handle) = set_interval_with_handle(
+                move || clock.set(now()),
+                std::time::Duration::from_secs(30),
+            ) {
+                on_cleanup(move || handle.clear());
+            }
+            Clock(clock)
+        }
+        #[cfg(not(feature = "browser"))]
+        Clock(RwSignal::new(0))
+    }
+}
+
 fn clock_time(ts: i64) -> String {
     #[cfg(feature = "browser")]
     {
@@ -979,6 +1018,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_within_the_hour_are_relative() {
+        let ts = 1_000_000_000_000;
+        let minute = 60_000;
+        assert_eq!(shown_time(ts, ts + 59_000), "just now");
+        assert_eq!(
+            shown_time(ts, ts - 5_000),
+            "just now",
+            "a clock a little behind"
+        );
+        assert_eq!(shown_time(ts, ts + minute), "1 min ago");
+        assert_eq!(shown_time(ts, ts + 59 * minute), "59 min ago");
+        assert_eq!(shown_time(ts, ts + 60 * minute), clock_time(ts));
+        assert_eq!(
+            shown_time(ts, 0),
+            clock_time(ts),
+            "no clock: the clock time"
+        );
+    }
 
     #[test]
     fn iso_time_formats_utc() {
