@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+mod request_head;
 pub mod security;
 pub mod storage;
 
@@ -56,6 +57,9 @@ pub fn build_node(
     let chat = chat::Chat::with_cluster(options.clone(), storage, cluster);
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(options.socket_buffer)
+        // What a connection holds while idle (4 KiB by default): most frames are far
+        // smaller, and a larger one is read in several steps into a buffer grown for it.
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         // One limit for both transports: socketioxide's max_payload covers only polling.
         .max_payload(MAX_MESSAGE_BYTES as u64)
         .ws_max_message_size(MAX_MESSAGE_BYTES)
@@ -130,6 +134,9 @@ pub fn build_node(
         .fallback(assets::static_files)
         .with_state(leptos_options)
         .layer(socket_layer)
+        .layer(axum::middleware::from_fn(
+            request_head::own_socket_request_head,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             security::OriginPolicy::new(options.allowed_origins.clone())
                 .with_hosts(options.public_url.as_deref(), &options.allowed_hosts),
@@ -153,6 +160,11 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// The largest Socket.IO message a client may send, over either transport.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The WebSocket read buffer each connection keeps (socketioxide's default is 4 KiB).
+/// Requests and messages are mostly under a kilobyte; a larger frame grows the buffer
+/// while it is read. See docs/PERFORMANCE.md, "Where a connection's memory goes".
+const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// Tells the page's render whether the request comes from a returning visitor (the
 /// browser's returning cookie), who is drawn the room rather than the join form.

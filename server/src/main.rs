@@ -9,6 +9,8 @@ use tokio::sync::Notify;
 
 // glibc's allocator spent a tenth of the server's CPU under load (small frames, rows and
 // strings freed on other threads than they were allocated on); mimalloc is cheaper there.
+// (`--features system-allocator` keeps the C library's malloc, for heaptrack.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
