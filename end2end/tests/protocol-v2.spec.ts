@@ -144,6 +144,28 @@ test("protocol 2 clients get presence in batches; a resumed join is not announce
   expect(presence.at(-1)?.online).toBe(1);
 });
 
+test("protocol 1 members hear of joins and leaves at once, in a room of protocol 2 members too", async ({ server }) => {
+  const modern = await connect(server.url, { auth: { protocol: 2 } });
+  expect(await request(modern, "join", { name: "modern", room: "mixed" })).toMatchObject({ ok: true });
+  const first = await connect(server.url);
+  const firstHeard = collect<{ name: string }>(first, "joined");
+  expect(await request(first, "join", { name: "first", room: "mixed" })).toMatchObject({ ok: true });
+  const late = await connect(server.url, { auth: { protocol: 2 } });
+  expect(await request(late, "join", { name: "late", room: "mixed" })).toMatchObject({ ok: true });
+  await expect.poll(() => firstHeard.map((j) => j.name)).toEqual(["late"]);
+  // The room's only protocol 1 member leaves; the next one is told again.
+  expect(await request(first, "leave", { room: "mixed" })).toMatchObject({ ok: true });
+  const second = await connect(server.url);
+  const secondHeard = collect<{ name: string }>(second, "joined");
+  const secondLeft = collect<{ name: string }>(second, "left");
+  expect(await request(second, "join", { name: "second", room: "mixed" })).toMatchObject({ ok: true });
+  const later = await connect(server.url, { auth: { protocol: 2 } });
+  expect(await request(later, "join", { name: "later", room: "mixed" })).toMatchObject({ ok: true });
+  await expect.poll(() => secondHeard.map((j) => j.name)).toEqual(["later"]);
+  expect(await request(later, "leave", { room: "mixed" })).toMatchObject({ ok: true });
+  await expect.poll(() => secondLeft.map((j) => j.name)).toEqual(["later"]);
+});
+
 test("a client away while messages change catches up with since: new ones and changed ones", async ({ server }) => {
   const { ann, ben } = await pair(server.url);
   const kept: Message[] = [];

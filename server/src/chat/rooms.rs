@@ -70,6 +70,12 @@ pub struct Room {
     departures: u64,
     /// People in this room on other nodes, (key, name).
     remote: Vec<(String, String)>,
+    /// Members on protocol 1, told of each join and departure at once. Counted so that a
+    /// join in a room without any (the usual case: browsers ask for protocol 2) does not
+    /// scan every member: that made a crowd of N cost N² steps. Raised for every member
+    /// added (one place, `Rooms::join`), lowered when one is removed; a count that stayed
+    /// too high would only cost a scan.
+    legacy_members: usize,
 }
 
 pub struct RoomCell {
@@ -200,9 +206,11 @@ impl Room {
             name: name.to_owned(),
             ts: now_ms(),
         };
-        if let Some(json) = shared_json(&notice) {
-            let event = if arrived { event::JOINED } else { event::LEFT };
-            self.send_shared(except, event, &json, |p| p.conn.protocol < PROTOCOL_VERSION);
+        if self.legacy_members > 0 {
+            if let Some(json) = shared_json(&notice) {
+                let event = if arrived { event::JOINED } else { event::LEFT };
+                self.send_shared(except, event, &json, |p| p.conn.protocol < PROTOCOL_VERSION);
+            }
         }
         let pending = &mut self.pending;
         if arrived {
@@ -367,6 +375,9 @@ impl Rooms {
                 peer: peer.clone(),
                 typing: TypingRelay::default(),
             };
+            if peer.conn.protocol < PROTOCOL_VERSION {
+                room.legacy_members += 1;
+            }
             match room.person(&speaker.key) {
                 Some(index) => {
                     // Another connection of someone here, or someone back within their
@@ -453,6 +464,9 @@ impl Rooms {
         let person_name = person.name.clone();
         let key = person.key.clone();
         let last = person.members.is_empty();
+        if member.peer.conn.protocol < PROTOCOL_VERSION {
+            room.legacy_members = room.legacy_members.saturating_sub(1);
+        }
         if member.typing.shown() {
             let notice = TypingNotice {
                 room: name.to_owned(),
