@@ -16,6 +16,7 @@
 //! `Post`; its `rev` the number of its latest change. Reads return messages in their
 //! latest version, with `reply_to` previews filled in as the original is now.
 
+mod migrations;
 mod names;
 mod postgres;
 mod sqlite;

@@ -44,12 +44,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{
-    fit, Applied, CatchUp, Change, ChangeKind, ChangeRefusal, Found, NameRecord, Owner, Page,
-    ReadLimit, RoomCursor, Storage, StorageError, StorageFuture, StoredMessage, StoredReactions,
-    StoredRoom,
+    fit, migrations, Applied, CatchUp, Change, ChangeKind, ChangeRefusal, Found, NameRecord, Owner,
+    Page, ReadLimit, RoomCursor, Storage, StorageError, StorageFuture, StoredMessage,
+    StoredReactions, StoredRoom,
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_postgres");
 
 /// The columns of a message version, in `messages`, as [`decode`] reads them.
 const MESSAGE_COLUMNS: &str = "room, id, rev, author, owner, text, ts, client_id, \
@@ -82,7 +80,10 @@ impl PostgresStorage {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        migrations::migrator(migrations::POSTGRES)
+            .await?
+            .run(&pool)
+            .await?;
         Ok(Self { pool })
     }
 }

@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    fit, Applied, CatchUp, Change, Found, NameRecord, Owner, Page, ReadLimit, RoomCursor, Storage,
-    StorageError, StorageFuture, StoredMessage, StoredReactions, StoredRoom,
+    fit, migrations, Applied, CatchUp, Change, Found, NameRecord, Owner, Page, ReadLimit,
+    RoomCursor, Storage, StorageError, StorageFuture, StoredMessage, StoredReactions, StoredRoom,
 };
 use appender::Appender;
 use lock::DatabaseLock;
@@ -32,8 +32,6 @@ const SEARCH_BATCH: i64 = 200;
 /// Candidates one search looks at before it returns what it found with a cursor: a
 /// query whose trigrams are common but whose words are rare costs at most this much.
 const SEARCH_EXAMINED: usize = 5_000;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The columns a message version has, in `messages` and in the journal alike, in the
 /// order `appender::stored_message` and [`decode`] read them.
@@ -105,7 +103,10 @@ impl SqliteStorage {
             })
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
+        migrations::migrator(migrations::SQLITE)
+            .await?
+            .run(&pool)
+            .await?;
         let appender = Appender::start(&main)?;
         Ok(Self {
             pool,
@@ -1042,7 +1043,9 @@ mod tests {
             )
             .unwrap();
             // sqlx records applied migrations; this is what it wrote for 0001.
-            let migrator = &super::MIGRATOR;
+            let migrator = super::migrations::migrator(super::migrations::SQLITE)
+                .await
+                .unwrap();
             let first = migrator.iter().next().unwrap();
             main.execute_batch(
                 "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
