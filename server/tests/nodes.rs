@@ -2,7 +2,10 @@
 //! in front (Debian's packages, started by the test on free loopback ports). Clients
 //! chat through the proxy; one node is killed with SIGKILL; its clients reconnect
 //! through the proxy to the others and catch up with `since`. Nothing acknowledged is
-//! lost, nothing is stored twice, and every client sees one sequence.
+//! lost, nothing is stored twice, and every client sees one sequence. Presence holds
+//! across the death: one of the dead node's people who is back at once is never
+//! announced as leaving; one who stays away leaves the room for everyone once the node
+//! is taken for dead, and joins it again on coming back.
 
 mod process;
 mod support;
@@ -111,6 +114,8 @@ struct Member {
     /// Ids of the messages pushed to its current connection, in arrival order.
     live: Vec<u64>,
     sent: usize,
+    /// Presence events of the room, in order: ("joined" or "left", whose).
+    presence: Vec<(String, String)>,
 }
 
 impl Member {
@@ -173,6 +178,9 @@ impl Member {
                 self.live
                     .push(message["id"].as_u64().expect("a message id"));
                 self.add(&message);
+            } else if (name == "joined" || name == "left") && message["room"] == json!(ROOM) {
+                let whose = message["name"].as_str().unwrap_or_default().to_owned();
+                self.presence.push((name, whose));
             }
         }
     }
@@ -216,6 +224,72 @@ async fn everyone_has(members: &mut [Member], total: usize) {
             panic!("not everyone saw {total} messages: {counts:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until each of `members` was told that `whose` did `what` ("joined", "left") as
+/// its latest news of them.
+async fn everyone_hears(members: &mut [Member], whose: &str, what: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        for member in members.iter_mut() {
+            member.collect(Duration::ZERO).await;
+        }
+        let heard = |m: &Member| {
+            m.presence
+                .iter()
+                .rev()
+                .find(|(_, name)| name == whose)
+                .is_some_and(|(event, _)| event == what)
+        };
+        if members.iter().all(heard) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let news: Vec<(&str, &[(String, String)])> = members
+                .iter()
+                .map(|m| (m.name.as_str(), m.presence.as_slice()))
+                .collect();
+            panic!("not everyone heard that {whose} {what}: {news:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A member whose node died reconnects through the proxy, catches up with `since` (it
+/// must then hold everything `reference` has), and resends what was not acknowledged,
+/// with the same client_id.
+async fn come_back(
+    member: &mut Member,
+    proxy: SocketAddr,
+    reference: &Member,
+    unacked: &mut BTreeMap<String, Vec<String>>,
+) {
+    member.client = Client::connect(proxy, &format!("{} again", member.name)).await;
+    member.live.clear();
+    member.presence.clear();
+    let since = member.seen.keys().next_back().copied();
+    member.join(since).await;
+    for id in reference.seen.keys() {
+        assert!(
+            member.seen.contains_key(id),
+            "{} caught up with `since`: {id} is missing",
+            member.name
+        );
+    }
+    for client_id in unacked.remove(&member.name).unwrap_or_default() {
+        let reply = member
+            .client
+            .request(
+                "message",
+                json!({"room": ROOM, "text": format!("{client_id} says hi"), "client_id": client_id}),
+            )
+            .await;
+        assert_eq!(reply["ok"], json!(true), "resent {client_id}: {reply}");
+        member.add(&reply["message"]);
+        member
+            .acked
+            .push((reply["message"]["id"].as_u64().unwrap(), client_id));
     }
 }
 
@@ -280,6 +354,7 @@ async fn three_nodes_behind_haproxy(live_order: bool) {
             acked: Vec::new(),
             live: Vec::new(),
             sent: 0,
+            presence: Vec::new(),
         };
         member.join(None).await;
         members.push(member);
@@ -345,44 +420,38 @@ async fn three_nodes_behind_haproxy(live_order: bool) {
         assert_eq!(ready(*addr).await, 200, "{addr} still serves");
     }
 
-    // The others chat on while the dropped ones are away.
+    // One of the dead node's people comes back at once, through the proxy, to a node
+    // left: back before the dead node is taken for dead, so nobody is told they left.
+    let mut away = dropped.pop().expect("two on the dead node");
+    let mut quick = dropped.pop().expect("two on the dead node");
+    come_back(&mut quick, proxy.addr, &alive[0], &mut unacked).await;
+
+    // The others chat on while the other one is away.
     everyone_sends(&mut alive, 4).await;
     // What the dead node committed but never published, the others fill in from storage.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for member in &mut alive {
         member.collect(Duration::ZERO).await;
     }
-
-    // The dropped ones reconnect through the proxy, to the nodes left, catch up with
-    // `since`, and resend what was not acknowledged, with the same client_id.
-    for member in &mut dropped {
-        member.client = Client::connect(proxy.addr, &format!("{} again", member.name)).await;
-        member.live.clear();
-        let since = member.seen.keys().next_back().copied();
-        member.join(since).await;
-        for id in alive[0].seen.keys() {
-            assert!(
-                member.seen.contains_key(id),
-                "{} caught up with `since`: {id} is missing",
-                member.name
-            );
-        }
-        for client_id in unacked.remove(&member.name).unwrap_or_default() {
-            let reply = member
-                .client
-                .request(
-                    "message",
-                    json!({"room": ROOM, "text": format!("{client_id} says hi"), "client_id": client_id}),
-                )
-                .await;
-            assert_eq!(reply["ok"], json!(true), "resent {client_id}: {reply}");
-            member.add(&reply["message"]);
-            member
-                .acked
-                .push((reply["message"]["id"].as_u64().unwrap(), client_id));
-        }
+    alive.push(quick);
+    // Once the dead node is taken for dead (no heartbeat for NODE_TIMEOUT, 10 s), the
+    // one still away leaves the room for everyone, on every node left.
+    everyone_hears(&mut alive, &away.name, "left", Duration::from_secs(25)).await;
+    // ... and comes back for everyone when it reconnects.
+    come_back(&mut away, proxy.addr, &alive[0], &mut unacked).await;
+    everyone_hears(&mut alive, &away.name, "joined", Duration::from_secs(10)).await;
+    let quick = alive.last().expect("the quick one").name.clone();
+    for member in &alive {
+        assert!(
+            !member
+                .presence
+                .contains(&("left".to_owned(), quick.clone())),
+            "{} was told that {quick} left, who was back before anyone missed them: {:?}",
+            member.name,
+            member.presence
+        );
     }
-    let mut members: Vec<Member> = alive.into_iter().chain(dropped).collect();
+    let mut members: Vec<Member> = alive.into_iter().chain([away]).collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Everyone sends again: messages from both nodes left reach everyone.
@@ -401,6 +470,7 @@ async fn three_nodes_behind_haproxy(live_order: bool) {
         acked: Vec::new(),
         live: Vec::new(),
         sent: 0,
+        presence: Vec::new(),
     };
     auditor.join(Some(0)).await;
     let history = auditor.seen;
