@@ -1,6 +1,8 @@
 //! A lean load generator for a running Banter server: many senders post messages over real
 //! WebSockets and count acks; a few receivers per room only listen, counting fan-out and
-//! checking that each room's ids arrive in increasing order.
+//! checking that each room's ids arrive in increasing order. Two other modes: a crowd
+//! (`--crowd N`: N clients join one room at once, then idle) and a busy day
+//! (`--busy-day N`: N clients in many rooms, a few talking; `load/busy_day.rs`).
 //!
 //! It runs in a process of its own, so it measures the release binary rather than a
 //! server sharing a runtime with its load. Connecting and joining go through the web
@@ -28,6 +30,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use app::client::session::{self, Session, SessionEvent};
 use app::protocol::{JoinReply, JoinRequest};
+
+#[path = "load/busy_day.rs"]
+mod busy_day;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,14 +77,36 @@ struct Args {
     /// The protocol the crowd asks for at CONNECT (2: batched presence, as browsers do).
     #[arg(long, default_value_t = 2)]
     crowd_protocol: u32,
-    /// The server's process id, to read its memory (VmRSS) and CPU time from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server's process id, to read its memory (VmRSS) and CPU time from /proc;
+    /// comma-separated, several (the nodes of a cluster and the engines they use): then
+    /// memory is summed over them, and CPU time over them and their children, live or
+    /// exited (PostgreSQL's backends).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Crowd mode against the Node.js tutorial server (../shared/anchors/seed-node)
     /// instead of Banter: each client connects and emits `joining msg` with its name.
     /// That server keeps no online list, so the count is not checked.
     #[arg(long)]
     seed_node: bool,
+    /// Busy-day mode instead of senders: this many connections join `--busy-rooms` rooms
+    /// (round robin, protocol 2 as browsers), then one in `--talker-every` of each room's
+    /// people posts a message every `--message-every-ms` for `--busy-seconds`. Reports
+    /// whether every message was acked and reached every other member of its room, in
+    /// order, the delivery latency, and (with --server-pid, --database) the server's CPU
+    /// per delivery, its memory and the database's growth.
+    #[arg(long)]
+    busy_day: Option<usize>,
+    #[arg(long, default_value_t = 100)]
+    busy_rooms: usize,
+    #[arg(long, default_value_t = 10)]
+    talker_every: usize,
+    #[arg(long, default_value_t = 3_000)]
+    message_every_ms: u64,
+    #[arg(long, default_value_t = 60)]
+    busy_seconds: u64,
+    /// The server's SQLite database file, to report its growth (with its WAL and journal).
+    #[arg(long)]
+    database: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +160,9 @@ fn main() -> Result<(), LoadError> {
 async fn run(args: Args) -> Result<(), LoadError> {
     if let Some(clients) = args.crowd {
         return crowd(&args, clients).await;
+    }
+    if let Some(connections) = args.busy_day {
+        return busy_day::run(&args, connections).await;
     }
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -203,13 +233,7 @@ async fn run(args: Args) -> Result<(), LoadError> {
     }
 
     latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        f64::from(latencies[index]) / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&latencies, p);
     println!(
         "acked {total} messages in {:.2} s: {:.0} messages/s",
         elapsed.as_secs_f64(),
@@ -244,8 +268,8 @@ async fn run(args: Args) -> Result<(), LoadError> {
 async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
     let room = "crowd";
     let protocol = args.crowd_protocol;
-    let rss_before = args.server_pid.and_then(server_rss_kb);
-    let cpu_before = args.server_pid.and_then(server_cpu_ms);
+    let rss_before = server_rss_kb(&args.server_pid);
+    let cpu_before = server_cpu_ms(&args.server_pid);
     let started = Instant::now();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.crowd_concurrency.max(1)));
     let joined = Arc::new(AtomicU64::new(0));
@@ -287,9 +311,9 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let joins = started.elapsed();
-    let cpu_joined = args.server_pid.and_then(server_cpu_ms);
+    let cpu_joined = server_cpu_ms(&args.server_pid);
     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
-    let rss_after = args.server_pid.and_then(server_rss_kb);
+    let rss_after = server_rss_kb(&args.server_pid);
     // The server's count of who is online, as a newcomer's join reply says it.
     let online = if seed_node {
         clients + 1
@@ -361,21 +385,59 @@ async fn probe_online(addr: &str, room: &str, protocol: u32) -> Result<(usize, W
     Ok((reply.online, ws))
 }
 
-/// VmRSS of a process, in KiB.
-fn server_rss_kb(pid: u32) -> Option<u64> {
+/// The `p` quantile (0 to 1) of sorted microseconds, in milliseconds; 0 for none.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    f64::from(sorted_us[index]) / 1000.0
+}
+
+/// VmRSS of the processes, summed, in KiB (None without any, or if one is gone).
+fn server_rss_kb(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| rss_kb(pid)).sum()
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// User plus system CPU time of a process, in milliseconds (at 100 ticks a second).
-fn server_cpu_ms(pid: u32) -> Option<u64> {
+/// User plus system CPU time of the processes and their descendants, in milliseconds
+/// (None without any, or if one is gone).
+fn server_cpu_ms(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| tree_cpu_ms(pid)).sum()
+}
+
+/// A process's CPU time (at 100 ticks a second), with that of its children: the exited
+/// ones as the kernel adds them up (cutime, cstime), the live ones read in turn.
+fn tree_cpu_ms(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10)
+    let mut ticks = 0;
+    for field in 11..=14 {
+        ticks += fields.get(field)?.parse::<u64>().ok()?;
+    }
+    let mut ms = ticks * 10;
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for thread in threads.flatten() {
+        let children = std::fs::read_to_string(thread.path().join("children")).unwrap_or_default();
+        ms += children
+            .split_whitespace()
+            .filter_map(|child| tree_cpu_ms(child.parse().ok()?))
+            .sum::<u64>();
+    }
+    Some(ms)
 }
 
 fn room_name(room: usize) -> String {
