@@ -4,11 +4,14 @@
  * Each test gets its own server on a fresh loopback port, so tests never share names,
  * rooms or history. The binary embeds its web assets, so it runs from any directory.
  *
- *   BANTER_BIN  path of the server binary (default: ../target/release/banter)
+ *   BANTER_BIN      path of the server binary (default: ../target/release/banter)
+ *   BANTER_CLUSTER  N (at least 2): each test's "server" is N nodes as one chat, on a
+ *                   fresh PostgreSQL database and a private Redis, behind HAProxy
+ *                   (cluster.ts); `url` is HAProxy's, so each browser and each page load
+ *                   lands on whichever node the round robin picks
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
@@ -19,6 +22,16 @@ import {
   type Page,
   type TestInfo,
 } from "@playwright/test";
+import {
+  freePort,
+  freshPostgresDatabase,
+  sleep,
+  startHaproxy,
+  startRedis,
+  stopHelper,
+} from "./cluster";
+
+export { freePort, sleep };
 
 /** The binary under test, absolute. */
 export const BANTER_BIN = path.resolve(
@@ -27,28 +40,12 @@ export const BANTER_BIN = path.resolve(
   process.env.BANTER_BIN ?? path.join("..", "target", "release", "banter"),
 );
 
+/** How many nodes each test's server is (1: a single server on SQLite). */
+export const CLUSTER_NODES = Math.max(1, Number(process.env.BANTER_CLUSTER ?? "1") || 1);
+
 const READY_DEADLINE_MS = 20_000;
 const STOP_GRACE_MS = 10_000;
 const LOG_LIMIT = 2_000_000;
-
-/** A free loopback port: bind port 0, read the port the kernel gave, close. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        srv.close();
-        reject(new Error("could not read the port of a loopback listener"));
-        return;
-      }
-      const port = addr.port;
-      srv.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
-}
 
 export interface ServerOptions {
   /** Binary to run (default BANTER_BIN). */
@@ -83,58 +80,107 @@ process.on("exit", () => {
   }
 });
 
+/** One running banter process. */
+interface Node {
+  child: ChildProcess;
+  exited: Promise<void>;
+  /** Set once it exited or failed to spawn. */
+  exitInfo: string | null;
+}
+
+/** What a cluster runs beside its nodes. */
+interface ClusterHelpers {
+  redis: ChildProcess;
+  redisUrl: string;
+  haproxy: ChildProcess | null;
+  /** The nodes' own ports, behind HAProxy's `port`. */
+  nodePorts: number[];
+}
+
 export class BanterServer {
   readonly bin: string;
   readonly cwd: string;
   readonly env: NodeJS.ProcessEnv;
-  /** The SQLite file this server writes; kept across restarts. */
+  /**
+   * Where this server stores, kept across restarts: a SQLite file, or with
+   * BANTER_CLUSTER a PostgreSQL database's URL.
+   */
   readonly database: string;
   readonly port: number;
   readonly url: string;
   readonly args: string[];
   /** Every start, SIGTERM and exit, with the server's stdout and stderr, in order. */
   private log = "";
-  private child: ChildProcess | null = null;
-  private exited: Promise<void> = Promise.resolve();
+  private nodes: Node[] = [];
+  private cluster: ClusterHelpers | null;
   /** Stop results, one per stop(); a test may inspect them. */
   readonly stops: StopResult[] = [];
 
-  private constructor(opts: Required<ServerOptions>) {
+  private constructor(
+    opts: Required<ServerOptions>,
+    database: string,
+    cluster: ClusterHelpers | null,
+  ) {
     this.bin = opts.bin;
     this.cwd = opts.cwd;
     this.env = opts.env;
     this.port = opts.port;
     this.args = opts.args;
     this.url = `http://127.0.0.1:${opts.port}`;
-    this.database = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "banter-db-")), "banter.db");
+    this.database = database;
+    this.cluster = cluster;
   }
 
   static async start(opts: ServerOptions = {}): Promise<BanterServer> {
     const bin = path.resolve(opts.bin ?? BANTER_BIN);
     if (!fs.existsSync(bin)) {
       throw new Error(
-        `Banter binary not found at ${bin}. Build it first (cargo leptos build --release) ` +
+        `Banter binary not found at ${bin}. Build it first (scripts/build-release) ` +
           `or point BANTER_BIN at it.`,
       );
     }
-    const server = new BanterServer({
-      bin,
-      cwd: opts.cwd ?? path.resolve(__dirname, ".."),
-      env: opts.env ?? { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
-      port: opts.port ?? (await freePort()),
-      args: opts.args ?? [],
-    });
-    await server.launch();
+    let database: string;
+    let cluster: ClusterHelpers | null = null;
+    if (CLUSTER_NODES > 1) {
+      database = await freshPostgresDatabase();
+      const redis = await startRedis();
+      const nodePorts: number[] = [];
+      for (let n = 0; n < CLUSTER_NODES; n++) nodePorts.push(await freePort());
+      cluster = { redis: redis.child, redisUrl: redis.url, haproxy: null, nodePorts };
+    } else {
+      database = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "banter-db-")), "banter.db");
+    }
+    const server = new BanterServer(
+      {
+        bin,
+        cwd: opts.cwd ?? path.resolve(__dirname, ".."),
+        env: opts.env ?? { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
+        port: opts.port ?? (await freePort()),
+        args: opts.args ?? [],
+      },
+      database,
+      cluster,
+    );
+    try {
+      await server.launch();
+      if (cluster) {
+        cluster.haproxy = await startHaproxy(server.port, cluster.nodePorts);
+        await server.waitAnswering(server.url, "HAProxy");
+      }
+    } catch (err) {
+      await server.dispose();
+      throw err;
+    }
     return server;
   }
 
-  /** The server's output so far (stdout and stderr interleaved). */
+  /** The server's output so far (stdout and stderr interleaved; each node's tagged). */
   output(): string {
     return this.log;
   }
 
   get running(): boolean {
-    return this.child !== null;
+    return this.nodes.length > 0;
   }
 
   private note(line: string) {
@@ -148,54 +194,66 @@ export class BanterServer {
     }
   }
 
+  /** Starts every node and waits until each answers `GET /` with 200. */
   private async launch(): Promise<void> {
-    // A fresh database per server; a restart of the same server keeps it.
-    const args = [
-      "--addr",
-      `127.0.0.1:${this.port}`,
-      "--database",
-      `sqlite://${this.database}`,
-      ...this.args,
-    ];
-    this.note(`spawn ${this.bin} ${args.join(" ")} (cwd ${this.cwd})`);
+    const storage = this.cluster ? this.database : `sqlite://${this.database}`;
+    const ports = this.cluster?.nodePorts ?? [this.port];
+    const shared = this.cluster
+      ? ["--redis", this.cluster.redisUrl, "--client-ip-header", "X-Forwarded-For"]
+      : [];
+    ports.forEach((port, n) => {
+      const tag = this.cluster ? `[n${n}] ` : "";
+      const args = ["--addr", `127.0.0.1:${port}`, "--database", storage, ...shared, ...this.args];
+      this.nodes.push(this.spawnNode(tag, args));
+    });
+    try {
+      await Promise.all(
+        ports.map((port, n) => this.waitAnswering(`http://127.0.0.1:${port}`, "", this.nodes[n])),
+      );
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private spawnNode(tag: string, args: string[]): Node {
+    this.note(`${tag}spawn ${this.bin} ${args.join(" ")} (cwd ${this.cwd})`);
     const child = spawn(this.bin, args, {
       cwd: this.cwd,
       env: this.env,
       stdio: ["ignore", "pipe", "pipe"],
     });
-    this.child = child;
     live.add(child);
-    child.stdout?.setEncoding("utf8").on("data", (d: string) => this.append(d));
-    child.stderr?.setEncoding("utf8").on("data", (d: string) => this.append(d));
-    let exitInfo: string | null = null;
-    this.exited = new Promise<void>((resolve) => {
-      child.on("error", (err) => {
-        exitInfo = `spawn error: ${err.message}`;
-        this.note(exitInfo);
+    const tagged = (d: string) => this.append(tag ? d.replace(/^(?=.)/gm, tag) : d);
+    child.stdout?.setEncoding("utf8").on("data", tagged);
+    child.stderr?.setEncoding("utf8").on("data", tagged);
+    const node: Node = { child, exited: Promise.resolve(), exitInfo: null };
+    node.exited = new Promise<void>((resolve) => {
+      const gone = (info: string) => {
+        node.exitInfo = info;
+        this.note(`${tag}${info}`);
         live.delete(child);
-        if (this.child === child) this.child = null;
         resolve();
-      });
-      child.on("exit", (code, signal) => {
-        exitInfo = `exited with code ${code} signal ${signal}`;
-        this.note(exitInfo);
-        live.delete(child);
-        if (this.child === child) this.child = null;
-        resolve();
-      });
+      };
+      child.on("error", (err) => gone(`spawn error: ${err.message}`));
+      child.on("exit", (code, signal) => gone(`exited with code ${code} signal ${signal}`));
     });
+    return node;
+  }
 
+  /** Waits until `url` answers `GET /` with 200 (failing early if `node` exits). */
+  private async waitAnswering(url: string, what: string, node?: Node): Promise<void> {
     const deadline = Date.now() + READY_DEADLINE_MS;
     let lastError = "no attempt";
     while (Date.now() < deadline) {
-      if (exitInfo !== null) {
-        throw new Error(`Banter server ${exitInfo} before answering.\n${this.output()}`);
+      if (node?.exitInfo) {
+        throw new Error(`Banter server ${node.exitInfo} before answering.\n${this.output()}`);
       }
       try {
-        const res = await fetch(`${this.url}/`, { signal: AbortSignal.timeout(2_000) });
+        const res = await fetch(`${url}/`, { signal: AbortSignal.timeout(2_000) });
         await res.arrayBuffer().catch(() => undefined);
         if (res.status === 200) {
-          this.note(`ready: GET / answered 200`);
+          this.note(`ready: GET ${url}/ ${what} answered 200`);
           return;
         }
         lastError = `GET / answered ${res.status}`;
@@ -204,52 +262,66 @@ export class BanterServer {
       }
       await sleep(100);
     }
-    await this.stop();
     throw new Error(
-      `Banter server did not answer GET / with 200 within ${READY_DEADLINE_MS} ms ` +
-        `(last: ${lastError}).\n${this.output()}`,
+      `${what || "Banter server"} at ${url} did not answer GET / with 200 within ` +
+        `${READY_DEADLINE_MS} ms (last: ${lastError}).\n${this.output()}`,
     );
   }
 
-  /** SIGTERM, wait for the exit; SIGKILL if it has not exited after STOP_GRACE_MS. */
+  /**
+   * SIGTERM to every node, wait for their exits; SIGKILL to any still running after
+   * STOP_GRACE_MS. The result is the slowest node's.
+   */
   async stop(): Promise<StopResult> {
-    const child = this.child;
-    if (child === null) {
-      const r: StopResult = { code: null, signal: null, forced: false, ms: 0 };
-      return r;
+    const nodes = this.nodes;
+    this.nodes = [];
+    if (nodes.length === 0) {
+      return { code: null, signal: null, forced: false, ms: 0 };
     }
     const started = Date.now();
-    this.note("SIGTERM");
-    child.kill("SIGTERM");
-    let forced = false;
-    const timer = sleep(STOP_GRACE_MS).then(() => "timeout" as const);
-    if ((await Promise.race([this.exited.then(() => "exited" as const), timer])) === "timeout") {
-      forced = true;
-      this.note(`still running ${STOP_GRACE_MS} ms after SIGTERM: SIGKILL`);
-      child.kill("SIGKILL");
-      await this.exited;
-    }
-    const result: StopResult = {
-      code: child.exitCode,
-      signal: child.signalCode,
-      forced,
-      ms: Date.now() - started,
-    };
-    this.stops.push(result);
-    return result;
+    const results = await Promise.all(
+      nodes.map(async (node) => {
+        this.note(`SIGTERM pid ${node.child.pid}`);
+        node.child.kill("SIGTERM");
+        let forced = false;
+        const timer = sleep(STOP_GRACE_MS).then(() => "timeout" as const);
+        if ((await Promise.race([node.exited.then(() => "exited" as const), timer])) === "timeout") {
+          forced = true;
+          this.note(`pid ${node.child.pid} still running ${STOP_GRACE_MS} ms after SIGTERM: SIGKILL`);
+          node.child.kill("SIGKILL");
+          await node.exited;
+        }
+        const result: StopResult = {
+          code: node.child.exitCode,
+          signal: node.child.signalCode,
+          forced,
+          ms: Date.now() - started,
+        };
+        return result;
+      }),
+    );
+    const slowest = results.reduce((a, b) => (b.forced || b.ms > a.ms ? b : a));
+    this.stops.push(slowest);
+    return slowest;
   }
 
   /** Starts the binary again on the same port (stopping it first if it runs). */
   async restart(): Promise<void> {
-    if (this.child !== null) await this.stop();
+    if (this.nodes.length > 0) await this.stop();
     await this.launch();
   }
-}
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  /** After the last stop: removes the SQLite file, or stops HAProxy and Redis. */
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (this.cluster) {
+      if (this.cluster.haproxy) await stopHelper(this.cluster.haproxy);
+      await stopHelper(this.cluster.redis);
+    } else {
+      fs.rmSync(path.dirname(this.database), { recursive: true, force: true });
+    }
+  }
 }
-
 // ---------------------------------------------------------------------------------------
 // Fixtures
 
@@ -284,8 +356,7 @@ export async function serverFixture(
   try {
     await use(server);
   } finally {
-    await server.stop();
-    fs.rmSync(path.dirname(server.database), { recursive: true, force: true });
+    await server.dispose();
     const logFile = testInfo.outputPath("server-output.txt");
     fs.writeFileSync(logFile, server.output());
     await testInfo.attach("server-output.txt", { path: logFile, contentType: "text/plain" });

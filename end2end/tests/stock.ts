@@ -40,7 +40,15 @@ export async function connect(
   url: string,
   opts: Partial<ManagerOptions & SocketOptions> = {},
 ): Promise<Socket> {
-  const socket = io(url, { forceNew: true, reconnection: false, timeout: 5_000, ...opts });
+  // withCredentials: keep cookies (engine.io-client's jar under Node), as a load balancer
+  // that keeps sessions on their node by a cookie needs (BANTER_CLUSTER, cluster.ts).
+  const socket = io(url, {
+    forceNew: true,
+    reconnection: false,
+    timeout: 5_000,
+    withCredentials: true,
+    ...opts,
+  });
   opened.add(socket);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("no connect within 10 s")), 10_000);

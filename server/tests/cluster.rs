@@ -145,6 +145,70 @@ async fn presence_typing_and_changes_cross_nodes() {
     assert_eq!(alice.next_event(event::LEFT).await["name"], "bob");
 }
 
+/// `rooms` on one node lists the rooms people are in on the others, with their online
+/// counts, whether the room has messages yet or not, and each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_list_counts_people_on_every_node() {
+    let cluster = cluster(2, quick()).await;
+    let [a, b] = [cluster.nodes[0], cluster.nodes[1]];
+    let carol = Client::connect(a, "carol").await;
+    carol.join("carol", "quiet").await;
+    let dave = Client::connect(a, "dave").await;
+    dave.join("dave", "talky").await;
+    dave.say("talky", "hello").await;
+    let bob = Client::connect(b, "bob").await;
+    bob.join("bob", "general").await;
+    let listed = |reply: &serde_json::Value| -> BTreeMap<String, u64> {
+        reply["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .map(|room| {
+                let name = room["name"].as_str().unwrap().to_owned();
+                (name, room["online"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let expected: BTreeMap<String, u64> = [("general", 1), ("quiet", 1), ("talky", 1)]
+        .into_iter()
+        .map(|(name, online)| (name.to_owned(), online))
+        .collect();
+    // Presence reaches b through Redis: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = bob.request(event::ROOMS, json!({})).await;
+        let rooms = reply["rooms"].as_array().expect("rooms").len();
+        if listed(&reply) == expected {
+            assert_eq!(rooms, 3, "each room once: {reply}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b lists the rooms of both nodes: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Paged one at a time, the same rooms, each once.
+    let mut paged = BTreeMap::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let reply = bob
+            .request(event::ROOMS, json!({"limit": 1, "cursor": cursor}))
+            .await;
+        for (name, online) in listed(&reply) {
+            assert!(
+                paged.insert(name, online).is_none(),
+                "listed twice: {reply}"
+            );
+        }
+        if reply["more"] != json!(true) {
+            break;
+        }
+        cursor = Some(reply["next"].clone());
+    }
+    assert_eq!(paged, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_racing_for_one_name_let_exactly_one_win() {
     let cluster = cluster(2, quick()).await;

@@ -430,6 +430,80 @@ fn parse_rooms_cursor(cursor: &str) -> Option<RoomsCursor> {
         .map(|name| RoomsCursor::Live(name.to_owned()))
 }
 
+/// Rooms with people only on other nodes whose messages one `rooms` reply asks storage
+/// about (in one query); a page stops before the next such room, to go on from there.
+const REMOTE_ROOMS_CHECKED: usize = 256;
+
+/// The second part of a `rooms` listing: rooms with people in them (on any node) but no
+/// message yet, by name after `after`, at most `room_for`; and the name to continue
+/// after when more may follow. This node knows which of its own live rooms have
+/// messages; for rooms only other nodes have people in, storage says (their heads).
+async fn rooms_without_messages(
+    chat: &Chat,
+    after: Option<&str>,
+    room_for: usize,
+) -> Result<(Vec<RoomInfo>, Option<String>), crate::storage::StorageError> {
+    // (name, online, whether storage must say if it has messages)
+    let mut candidates: Vec<(String, usize, bool)> = chat
+        .rooms
+        .without_messages()
+        .into_iter()
+        .map(|(name, online)| (name, online, false))
+        .chain(
+            chat.rooms
+                .remote_only()
+                .into_iter()
+                .map(|(name, online)| (name, online, true)),
+        )
+        .filter(|(name, ..)| after.is_none_or(|after| name.as_str() > after))
+        .collect();
+    candidates.sort();
+    let unknown: Vec<String> = candidates
+        .iter()
+        .filter(|(.., unknown)| *unknown)
+        .map(|(name, ..)| name.clone())
+        .take(REMOTE_ROOMS_CHECKED + 1)
+        .collect();
+    // The first remote-only room past those asked about, where this page must stop.
+    let stop_at = unknown.get(REMOTE_ROOMS_CHECKED).cloned();
+    let asked = &unknown[..unknown.len().min(REMOTE_ROOMS_CHECKED)];
+    let with_messages: std::collections::HashSet<String> = if asked.is_empty() {
+        Default::default()
+    } else {
+        chat.storage
+            .heads(asked)
+            .await?
+            .into_iter()
+            .filter(|(_, head)| *head > 0)
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let mut page: Vec<RoomInfo> = Vec::new();
+    // The cursor goes on after this name ("" for the very first: `m:` lists them all).
+    let mut examined: Option<&str> = None;
+    for (name, online, unknown) in &candidates {
+        if stop_at.as_deref() == Some(name.as_str()) {
+            return Ok((page, Some(examined.unwrap_or_default().to_owned())));
+        }
+        if *unknown && with_messages.contains(name) {
+            // Listed with the rooms that have messages.
+            examined = Some(name);
+            continue;
+        }
+        if page.len() == room_for {
+            return Ok((page, Some(examined.unwrap_or_default().to_owned())));
+        }
+        page.push(RoomInfo {
+            name: name.clone(),
+            online: *online,
+            last_id: 0,
+            last_ts: None,
+        });
+        examined = Some(name);
+    }
+    Ok((page, None))
+}
+
 pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
     request
         .handle(
@@ -485,21 +559,12 @@ pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(d
                         Some(RoomsCursor::Live(name)) => Some(name.as_str()),
                         _ => None,
                     };
-                    for (name, online) in chat.rooms.without_messages() {
-                        if after.is_some_and(|after| name.as_str() <= after) {
-                            continue;
-                        }
-                        if rooms.len() == limit as usize {
-                            next = rooms.last().map(|last| format!("m:{}", last.name));
-                            break;
-                        }
-                        rooms.push(RoomInfo {
-                            name,
-                            online,
-                            last_id: 0,
-                            last_ts: None,
-                        });
-                    }
+                    let room_for = limit as usize - rooms.len();
+                    let (live, live_next) = rooms_without_messages(&chat, after, room_for)
+                        .await
+                        .map_err(unavailable)?;
+                    rooms.extend(live);
+                    next = live_next.map(|name| format!("m:{name}"));
                 }
                 Ok(RoomsReply {
                     more: next.is_some(),

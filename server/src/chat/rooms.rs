@@ -321,12 +321,34 @@ impl Rooms {
         lock(&self.map).contains_key(name)
     }
 
-    /// People online in a room.
+    /// People online in a room, on every node.
     pub fn online(&self, name: &str) -> usize {
-        self.get(name).map_or(0, |room| lock(&room.state).online())
+        match self.get(name) {
+            Some(room) => lock(&room.state).online(),
+            None => self
+                .cluster
+                .as_ref()
+                .map_or(0, |cluster| cluster.people(name).len()),
+        }
     }
 
-    /// Rooms with people in them but no message yet, by name, with who is online.
+    /// Rooms with people on other nodes only, by name, with how many: whether they have
+    /// messages this node does not know (it learns that when it has the room itself).
+    pub fn remote_only(&self) -> Vec<(String, usize)> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mut rooms = cluster.rooms();
+        {
+            let map = lock(&self.map);
+            rooms.retain(|(name, _)| !map.contains_key(name));
+        }
+        rooms.sort();
+        rooms
+    }
+
+    /// Rooms with people in them on this node but no message yet, by name, with who is
+    /// online (on every node).
     pub fn without_messages(&self) -> Vec<(String, usize)> {
         let cells: Vec<Arc<RoomCell>> = lock(&self.map).values().cloned().collect();
         let mut rooms: Vec<(String, usize)> = cells

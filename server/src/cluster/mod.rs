@@ -258,6 +258,15 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Rooms with people on other nodes: (room, how many of them).
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        lock(&self.remote)
+            .iter()
+            .filter(|(_, people)| !people.is_empty())
+            .map(|(room, people)| (room.clone(), people.len()))
+            .collect()
+    }
+
     pub fn is_present(&self, room: &str, key: &str) -> bool {
         lock(&self.remote)
             .get(room)
