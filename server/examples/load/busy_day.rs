@@ -73,7 +73,7 @@ pub async fn run(args: &Args, connections: usize) -> Result<(), LoadError> {
     let room_of = |i: usize| i % rooms;
     let members_of = |room: usize| (connections - room).div_ceil(rooms) as u64;
     // The k-th person of a room talks when k is a multiple of `every`.
-    let talks = |i: usize| (i / rooms) % every == 0;
+    let talks = |i: usize| (i / rooms).is_multiple_of(every);
     let talkers = (0..connections).filter(|&i| talks(i)).count();
     println!(
         "busy day: {connections} connections in {rooms} rooms, {talkers} of them posting a message every {} ms for {} s",
