@@ -139,15 +139,24 @@ export class BanterServer {
           `or point BANTER_BIN at it.`,
       );
     }
+    let port = opts.port;
     let database: string;
     let cluster: ClusterHelpers | null = null;
     if (CLUSTER_NODES > 1) {
       database = await freshPostgresDatabase();
       const redis = await startRedis();
+      // Picked once PostgreSQL and Redis listen. Each port is free when picked but none
+      // is bound until the nodes start: never the same one twice (a node on HAProxy's
+      // port would take its clients directly).
+      port ??= await freePort();
       const nodePorts: number[] = [];
-      for (let n = 0; n < CLUSTER_NODES; n++) nodePorts.push(await freePort());
+      while (nodePorts.length < CLUSTER_NODES) {
+        const candidate = await freePort();
+        if (candidate !== port && !nodePorts.includes(candidate)) nodePorts.push(candidate);
+      }
       cluster = { redis: redis.child, redisUrl: redis.url, haproxy: null, nodePorts };
     } else {
+      port ??= await freePort();
       database = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "banter-db-")), "banter.db");
     }
     const server = new BanterServer(
@@ -155,7 +164,7 @@ export class BanterServer {
         bin,
         cwd: opts.cwd ?? path.resolve(__dirname, ".."),
         env: opts.env ?? { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
-        port: opts.port ?? (await freePort()),
+        port,
         args: opts.args ?? [],
       },
       database,

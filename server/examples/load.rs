@@ -440,6 +440,22 @@ fn tree_cpu_ms(pid: u32) -> Option<u64> {
     Some(ms)
 }
 
+/// The id of an ack (a frame's text after `43`) whose reply says `ok`; a refusal, or an
+/// ack without an id, is an error.
+fn ok_ack_id(ack: &str) -> Result<u64, LoadError> {
+    let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
+    let id = ack[..digits]
+        .parse()
+        .map_err(|_| LoadError::Unexpected(format!("43{ack}")))?;
+    // `ok` comes first (`{"ok":true,"message":...}`), or last where the server sorts the
+    // reply's keys; checking both ends keeps this a prefix/suffix test.
+    let reply = &ack[digits..];
+    if !reply.starts_with(r#"[{"ok":true"#) && !reply.ends_with(r#""ok":true}]"#) {
+        return Err(LoadError::Refused(ack.to_owned()));
+    }
+    Ok(id)
+}
+
 fn room_name(room: usize) -> String {
     format!("load{room}")
 }
@@ -634,16 +650,7 @@ async fn on_sender_frame(
     if text == "2" {
         ws.feed(WsMessage::text("3")).await?;
     } else if let Some(ack) = text.strip_prefix("43") {
-        let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
-        let id: u64 = ack[..digits]
-            .parse()
-            .map_err(|_| LoadError::Unexpected(text.to_owned()))?;
-        // `ok` comes first (`{"ok":true,"message":...}`), or last where the server sorts
-        // the reply's keys; checking both ends keeps this a prefix/suffix test.
-        let reply = &ack[digits..];
-        if !reply.starts_with(r#"[{"ok":true"#) && !reply.ends_with(r#""ok":true}]"#) {
-            return Err(LoadError::Refused(ack.to_owned()));
-        }
+        let id = ok_ack_id(ack)?;
         // Requests of one socket are answered in order.
         let expected = report.latencies_us.len() as u64;
         if id != expected {

@@ -24,7 +24,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{
-    connect_and_join_reply, percentile_ms, server_cpu_ms, server_rss_kb, Args, LoadError, Ws,
+    connect_and_join_reply, ok_ack_id, percentile_ms, server_cpu_ms, server_rss_kb, Args,
+    LoadError, Ws,
 };
 
 /// What one connection saw.
@@ -279,21 +280,14 @@ async fn member(
         if text == "2" {
             ws.send(WsMessage::text("3")).await?;
         } else if let Some(ack) = text.strip_prefix("43") {
-            let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
-            let id: usize = ack[..digits]
-                .parse()
-                .map_err(|_| LoadError::Unexpected(text.to_owned()))?;
-            let reply = &ack[digits..];
-            if !reply.starts_with(r#"[{"ok":true"#) && !reply.ends_with(r#""ok":true}]"#) {
-                return Err(LoadError::Refused(ack.to_owned()));
-            }
-            if id as u64 != report.acked {
+            let id = ok_ack_id(ack)?;
+            if id != report.acked {
                 return Err(LoadError::AckOrder {
-                    got: id as u64,
+                    got: id,
                     expected: report.acked,
                 });
             }
-            let micros = sent_at[id].elapsed().as_micros();
+            let micros = sent_at[id as usize].elapsed().as_micros();
             report
                 .ack_us
                 .push(u32::try_from(micros).unwrap_or(u32::MAX));
