@@ -51,6 +51,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::LazyLock;
 use std::thread;
 use std::time::Duration;
 
@@ -189,6 +190,13 @@ impl Appender {
              PRAGMA recent.journal_size_limit = 67108864;",
         )?;
         let mover = connect(main)?;
+        // The checkpoint thread copies `messages`' WAL; the mover's commits would do it
+        // themselves every 1,000 pages (SQLite's default), fsyncs included, on the path
+        // every move takes. Like the journal's, past 10,000 pages they still do.
+        mover.execute_batch(
+            "PRAGMA main.wal_autocheckpoint = 10000;
+             PRAGMA main.journal_size_limit = 67108864;",
+        )?;
         let checkpointer = connect(main)?;
 
         move_old_journal(&mover)?;
@@ -216,22 +224,10 @@ impl Appender {
         spawn("sqlite-checkpoint", move || {
             run_checkpoints(checkpointer, checkpoints_stopped)
         })?;
-        // New messages get search rows after every row the index has (or messages name).
-        let next_fts: i64 = connection.query_row(
-            "SELECT MAX(COALESCE((SELECT MAX(row) FROM main.search_rows), 0),
-                        COALESCE((SELECT MAX(fts) FROM main.messages), 0)) + 1",
-            [],
-            |row| row.get(0),
-        )?;
         let journal = Journal {
+            state: State::load(&connection)?,
             connection,
-            change_ids: HashMap::new(),
-            latest: HashMap::new(),
-            search_ids: HashMap::new(),
-            next_fts,
-            seqs: HashMap::new(),
-            rows: 0,
-            last_row: left,
+            stale: false,
             moving: false,
             moves,
             _stop_checkpoints: stop_checkpoints,
@@ -372,13 +368,16 @@ fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageE
     .execute([])?;
     tx.prepare_cached("DELETE FROM temp.to_index")?
         .execute([])?;
+    // A message's last moved row is the version `messages` now holds (versions only
+    // replace lower ones, and the journal's are the newest), so the text is read from
+    // the journal, where the rows are at hand, not looked up in `messages` one by one.
     tx.prepare_cached(
         "INSERT OR IGNORE INTO temp.to_index (row, room, id, text)
-         SELECT m.fts, m.room, m.id, m.text FROM main.messages m
-         WHERE (m.room, m.id) IN (
-                   SELECT DISTINCT room, id FROM recent.message_journal WHERE seq <= ?1)
-           AND m.deleted = 0 AND m.fts IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM main.search_rows s WHERE s.row = m.fts)",
+         SELECT fts, room, id, text FROM (
+             SELECT fts, room, id, text, deleted, MAX(seq) FROM recent.message_journal
+             WHERE seq <= ?1 GROUP BY room, id)
+         WHERE deleted = 0 AND fts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM main.search_rows s WHERE s.row = fts)",
     )?
     .execute(params![upto])?;
     tx.prepare_cached(
@@ -436,25 +435,40 @@ pub fn stored_message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, S
     })())
 }
 
+/// Maps keyed by text clients chose. foldhash is seeded per process, so a client cannot
+/// aim keys at one bucket, and costs a fraction of SipHash on the append path, where
+/// every change is looked up and recorded in three of them.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A message: room and id.
+type MessageKey = (String, u64);
+
+/// The journal's own statements, prepared once per connection (`prepare_cached` finds
+/// them by their text, so the text is built once, not per change).
+static INSERT_ROW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO recent.message_journal
+             ({MESSAGE_COLUMNS}, change_owner, change_client_id, fts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    )
+});
+static STORED_MESSAGE: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {MESSAGE_COLUMNS} FROM main.messages WHERE room = ?1 AND id = ?2")
+});
+static JOURNAL_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {MESSAGE_COLUMNS}, seq, change_owner, change_client_id, fts
+         FROM recent.message_journal ORDER BY seq"
+    )
+});
+
 struct Journal {
     connection: Connection,
-    /// Change ids of the journal's rows, with their seq: spotting a resend needs no index
-    /// on the journal (an index would bring back a dirty page per room).
-    change_ids: HashMap<ChangeKey, (i64, u64)>,
-    /// The latest journal version of each message that has one, with its seq.
-    latest: HashMap<(String, u64), (i64, StoredMessage)>,
-    /// Each journal message's row in the search index (`fts`), with the seq of its row.
-    search_ids: HashMap<(String, u64), (i64, i64)>,
-    /// The next row of the search index to give a new message: in the order messages
-    /// arrive, so a search's newest-first order is the index's own.
-    next_fts: i64,
-    /// The last number given out per room.
-    seqs: HashMap<String, u64>,
-    /// Rows in the journal.
-    rows: usize,
-    /// The highest seq appended. AUTOINCREMENT: seqs never start over, so "every row up
-    /// to N" never takes in a row appended after a move began.
-    last_row: i64,
+    /// What the journal holds, as the appender keeps it in memory.
+    state: State,
+    /// Whether `state` may not match the journal: a batch failed, and reading the journal
+    /// back failed too. The next batch reads it first.
+    stale: bool,
     /// Whether the mover is at work.
     moving: bool,
     moves: mpsc::Sender<i64>,
@@ -462,22 +476,43 @@ struct Journal {
     _stop_checkpoints: mpsc::Sender<()>,
 }
 
-/// What a batch changed, kept apart until its transaction commits.
+/// The latest journal version of a message.
+struct Latest {
+    /// The seq of its row.
+    seq: i64,
+    /// Its row in the search index. Once a message has one it keeps it through edits and
+    /// its delete (the mover takes its text out of the index).
+    fts: Option<i64>,
+    message: StoredMessage,
+}
+
+/// What the appender knows of the journal's rows, so that checking and numbering a change
+/// reads nothing it wrote itself. It always matches the committed journal: a batch
+/// records into it as it goes, and a batch that fails has it read back from the journal
+/// ([`State::load`]), which its rollback left as it was.
 #[derive(Default)]
-struct Scratch {
-    change_ids: HashMap<ChangeKey, (i64, u64)>,
-    latest: HashMap<(String, u64), (i64, StoredMessage)>,
-    search_ids: HashMap<(String, u64), (i64, i64)>,
+struct State {
+    /// Change ids of the journal's rows, with their seq: spotting a resend needs no index
+    /// on the journal (an index would bring back a dirty page per room).
+    change_ids: Map<ChangeKey, (i64, u64)>,
+    /// Every message the journal has a version of.
+    latest: Map<MessageKey, Latest>,
+    /// The next row of the search index to give a new message: in the order messages
+    /// arrive, so a search's newest-first order is the index's own.
     next_fts: i64,
-    seqs: HashMap<String, u64>,
+    /// The last number given out per room (read from the database for a room not here).
+    seqs: Map<String, u64>,
+    /// Rows in the journal.
     rows: usize,
+    /// The highest seq appended. AUTOINCREMENT: seqs never start over, so "every row up
+    /// to N" never takes in a row appended after a move began.
     last_row: i64,
 }
 
 impl Journal {
     fn run(mut self, jobs: mpsc::Receiver<Job>, moved: mpsc::Receiver<Moved>) {
         loop {
-            if self.moving && self.rows >= JOURNAL_CAP {
+            if self.moving && self.state.rows >= JOURNAL_CAP {
                 match moved.recv() {
                     Ok(result) => self.finish_move(result),
                     Err(mpsc::RecvError) => return,
@@ -486,7 +521,7 @@ impl Journal {
             while let Ok(result) = moved.try_recv() {
                 self.finish_move(result);
             }
-            let job = if self.rows == 0 && !self.moving {
+            let job = if self.state.rows == 0 && !self.moving {
                 match jobs.recv() {
                     Ok(job) => job,
                     Err(mpsc::RecvError) => return,
@@ -503,7 +538,7 @@ impl Journal {
                 }
             };
             let _ = job.reply.send(self.append(&job.changes));
-            if self.rows >= MOVE_AT_ROWS {
+            if self.state.rows >= MOVE_AT_ROWS {
                 self.start_move();
             }
         }
@@ -526,7 +561,7 @@ impl Journal {
     }
 
     fn start_move(&mut self) {
-        if !self.moving && self.rows > 0 && self.moves.send(self.last_row).is_ok() {
+        if !self.moving && self.state.rows > 0 && self.moves.send(self.state.last_row).is_ok() {
             self.moving = true;
         }
     }
@@ -536,43 +571,87 @@ impl Journal {
             "DELETE FROM recent.message_journal WHERE seq <= ?1",
             params![upto],
         )?;
-        self.rows = self.rows.saturating_sub(deleted);
-        self.change_ids.retain(|_, (seq, _)| *seq > upto);
-        self.latest.retain(|_, (seq, _)| *seq > upto);
-        self.search_ids.retain(|_, (seq, _)| *seq > upto);
-        if self.seqs.len() > REMEMBERED_ROOMS {
-            self.seqs.clear();
+        let state = &mut self.state;
+        state.rows = state.rows.saturating_sub(deleted);
+        state.change_ids.retain(|_, (seq, _)| *seq > upto);
+        state.latest.retain(|_, latest| latest.seq > upto);
+        if state.seqs.len() > REMEMBERED_ROOMS {
+            state.seqs.clear();
         }
         Ok(())
     }
 
     fn append(&mut self, changes: &[Change]) -> Result<Vec<Applied>, StorageError> {
-        let mut scratch = Scratch {
-            last_row: self.last_row,
-            next_fts: self.next_fts,
-            ..Scratch::default()
-        };
+        if self.stale {
+            self.state = State::load(&self.connection)?;
+            self.stale = false;
+        }
+        let result = self.append_in_one_transaction(changes);
+        if result.is_err() {
+            // The transaction rolled back: what the batch recorded in memory goes too.
+            match State::load(&self.connection) {
+                Ok(state) => self.state = state,
+                Err(err) => {
+                    tracing::error!("reading the journal back after a failed batch failed: {err}");
+                    self.stale = true;
+                }
+            }
+        }
+        result
+    }
+
+    fn append_in_one_transaction(
+        &mut self,
+        changes: &[Change],
+    ) -> Result<Vec<Applied>, StorageError> {
         // Deferred: the transaction writes only the journal, so it locks only the journal.
         let tx = self.connection.unchecked_transaction()?;
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
-            results.push(self.apply(&tx, &mut scratch, change)?);
+            results.push(self.state.apply(&tx, change)?);
         }
         tx.commit()?;
-        self.rows += scratch.rows;
-        self.last_row = scratch.last_row;
-        self.change_ids.extend(scratch.change_ids);
-        self.latest.extend(scratch.latest);
-        self.search_ids.extend(scratch.search_ids);
-        self.next_fts = scratch.next_fts;
-        self.seqs.extend(scratch.seqs);
         Ok(results)
+    }
+}
+
+impl State {
+    /// What the journal holds, read from it: at start, and after a batch failed.
+    fn load(connection: &Connection) -> Result<Self, StorageError> {
+        let mut state = State {
+            // New messages get search rows after every row the index has, or messages
+            // or the journal name.
+            next_fts: connection.query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(row) FROM main.search_rows), 0),
+                            COALESCE((SELECT MAX(fts) FROM main.messages), 0),
+                            COALESCE((SELECT MAX(fts) FROM recent.message_journal), 0)) + 1",
+                [],
+                |row| row.get(0),
+            )?,
+            ..State::default()
+        };
+        let mut rows = connection.prepare(&JOURNAL_ROWS)?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let message = stored_message(row)??;
+            let seq: i64 = row.get(13)?;
+            let key = (message.room.clone(), row.get(14)?, row.get(15)?);
+            state.change_ids.insert(key, (seq, message.id));
+            state.rows += 1;
+            state.last_row = seq;
+            // In seq order: a message's last row is its latest version.
+            let fts = row.get(16)?;
+            state.latest.insert(
+                (message.room.clone(), message.id),
+                Latest { seq, fts, message },
+            );
+        }
+        Ok(state)
     }
 
     fn apply(
-        &self,
+        &mut self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &mut Scratch,
         change: &Change,
     ) -> Result<Applied, StorageError> {
         let key = (
@@ -580,19 +659,19 @@ impl Journal {
             change.owner.0.clone(),
             change.client_id.clone(),
         );
-        if let Some(id) = self.resent(tx, scratch, &key)? {
-            let current = self.current(tx, scratch, &change.room, id)?;
+        if let Some(id) = self.resent(tx, &key)? {
+            let current = self.current(tx, &change.room, id)?;
             return Ok(match current {
-                Some(message) => Applied::Duplicate(self.public(tx, scratch, &message)?),
+                Some(message) => Applied::Duplicate(self.public(tx, &message)?),
                 // The message it touched is gone from storage: cannot happen, as nothing
                 // is ever removed, but a resend must never be applied twice.
                 None => Applied::Refused(crate::storage::ChangeRefusal::NotFound),
             });
         }
-        let message = match &change.kind {
+        let (message, fts) = match &change.kind {
             ChangeKind::Post { text, reply_to } => {
                 if let Some(original) = reply_to {
-                    match self.current(tx, scratch, &change.room, *original)? {
+                    match self.current(tx, &change.room, *original)? {
                         None => {
                             return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound))
                         }
@@ -602,8 +681,10 @@ impl Journal {
                         Some(_) => {}
                     }
                 }
-                let seq = self.next_seq(tx, scratch, &change.room)?;
-                StoredMessage {
+                let seq = self.next_seq(tx, &change.room)?;
+                let fts = self.next_fts;
+                self.next_fts += 1;
+                let message = StoredMessage {
                     id: seq,
                     rev: seq,
                     room: change.room.clone(),
@@ -617,21 +698,20 @@ impl Journal {
                     reply_to: *reply_to,
                     reactions: StoredReactions::default(),
                     edits: 0,
-                }
+                };
+                (message, Some(fts))
             }
             other => {
                 let id = other.target().unwrap_or_default();
-                let Some(mut message) = self.current(tx, scratch, &change.room, id)? else {
+                let Some(mut message) = self.current(tx, &change.room, id)? else {
                     return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound));
                 };
                 match message.apply(change) {
                     Err(refusal) => return Ok(Applied::Refused(refusal)),
-                    Ok(false) => {
-                        return Ok(Applied::Unchanged(self.public(tx, scratch, &message)?))
-                    }
+                    Ok(false) => return Ok(Applied::Unchanged(self.public(tx, &message)?)),
                     Ok(true) => {}
                 }
-                message.rev = self.next_seq(tx, scratch, &change.room)?;
+                message.rev = self.next_seq(tx, &change.room)?;
                 if message.deleted {
                     // The text of earlier versions still waiting in the journal goes too.
                     tx.prepare_cached(
@@ -640,23 +720,11 @@ impl Journal {
                     )?
                     .execute(params![message.room, to_i64(message.id)])?;
                 }
-                message
+                let fts = self.search_id(tx, &message.room, message.id)?;
+                (message, fts)
             }
         };
-        let message_key = (message.room.clone(), message.id);
-        let fts = match &change.kind {
-            ChangeKind::Post { .. } => {
-                scratch.next_fts += 1;
-                Some(scratch.next_fts - 1)
-            }
-            _ => self.search_id(tx, scratch, &message_key)?,
-        };
-        tx.prepare_cached(&format!(
-            "INSERT INTO recent.message_journal
-                 ({MESSAGE_COLUMNS}, change_owner, change_client_id, fts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ))?
-        .execute(params![
+        tx.prepare_cached(&INSERT_ROW)?.execute(params![
             message.room,
             to_i64(message.id),
             to_i64(message.rev),
@@ -674,36 +742,31 @@ impl Journal {
             change.client_id,
             fts,
         ])?;
-        let row = tx.last_insert_rowid();
-        if let Some(fts) = fts {
-            scratch.search_ids.insert(message_key, (row, fts));
-        }
-        scratch.rows += 1;
-        scratch.last_row = scratch.last_row.max(row);
-        scratch.change_ids.insert(key, (row, message.id));
-        scratch
-            .latest
-            .insert((message.room.clone(), message.id), (row, message.clone()));
-        Ok(Applied::Stored(self.public(tx, scratch, &message)?))
+        let seq = tx.last_insert_rowid();
+        self.rows += 1;
+        self.last_row = self.last_row.max(seq);
+        self.change_ids.insert(key, (seq, message.id));
+        let public = self.public(tx, &message)?;
+        self.latest.insert(
+            (message.room.clone(), message.id),
+            Latest { seq, fts, message },
+        );
+        Ok(Applied::Stored(public))
     }
 
     /// The row a message has in the search index.
     fn search_id(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &Scratch,
-        key: &(String, u64),
+        room: &str,
+        id: u64,
     ) -> Result<Option<i64>, StorageError> {
-        if let Some((_, fts)) = scratch
-            .search_ids
-            .get(key)
-            .or_else(|| self.search_ids.get(key))
-        {
-            return Ok(Some(*fts));
+        if let Some(latest) = self.latest.get(&(room.to_owned(), id)) {
+            return Ok(latest.fts);
         }
         let fts: Option<Option<i64>> = tx
             .prepare_cached("SELECT fts FROM main.messages WHERE room = ?1 AND id = ?2")?
-            .query_row(params![key.0, to_i64(key.1)], |row| row.get(0))
+            .query_row(params![room, to_i64(id)], |row| row.get(0))
             .optional()?;
         Ok(fts.flatten())
     }
@@ -712,14 +775,9 @@ impl Journal {
     fn resent(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &Scratch,
         key: &ChangeKey,
     ) -> Result<Option<u64>, StorageError> {
-        if let Some((_, id)) = scratch
-            .change_ids
-            .get(key)
-            .or_else(|| self.change_ids.get(key))
-        {
+        if let Some((_, id)) = self.change_ids.get(key) {
             return Ok(Some(*id));
         }
         let id: Option<i64> = tx
@@ -736,18 +794,14 @@ impl Journal {
     fn current(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &Scratch,
         room: &str,
         id: u64,
     ) -> Result<Option<StoredMessage>, StorageError> {
-        let key = (room.to_owned(), id);
-        if let Some((_, message)) = scratch.latest.get(&key).or_else(|| self.latest.get(&key)) {
-            return Ok(Some(message.clone()));
+        if let Some(latest) = self.latest.get(&(room.to_owned(), id)) {
+            return Ok(Some(latest.message.clone()));
         }
         let found = tx
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM main.messages WHERE room = ?1 AND id = ?2"
-            ))?
+            .prepare_cached(&STORED_MESSAGE)?
             .query_row(params![room, to_i64(id)], stored_message)
             .optional()?;
         found.transpose()
@@ -757,13 +811,12 @@ impl Journal {
     fn public(
         &self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &Scratch,
         message: &StoredMessage,
     ) -> Result<Message, StorageError> {
         let mut public = message.public();
         if let Some(original) = message.reply_to {
             public.reply_to = self
-                .current(tx, scratch, &message.room, original)?
+                .current(tx, &message.room, original)?
                 .map(|original| preview(&original));
         }
         Ok(public)
@@ -771,12 +824,11 @@ impl Journal {
 
     /// The next number of a room's sequence.
     fn next_seq(
-        &self,
+        &mut self,
         tx: &rusqlite::Transaction<'_>,
-        scratch: &mut Scratch,
         room: &str,
     ) -> Result<u64, StorageError> {
-        let last = match scratch.seqs.get(room).or_else(|| self.seqs.get(room)) {
+        let last = match self.seqs.get(room) {
             Some(last) => *last,
             None => {
                 let mut last = 0;
@@ -794,7 +846,12 @@ impl Journal {
             }
         };
         let next = last + 1;
-        scratch.seqs.insert(room.to_owned(), next);
+        match self.seqs.get_mut(room) {
+            Some(seq) => *seq = next,
+            None => {
+                self.seqs.insert(room.to_owned(), next);
+            }
+        }
         Ok(next)
     }
 }

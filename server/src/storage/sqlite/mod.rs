@@ -971,6 +971,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_batch_leaves_no_trace_in_the_journal_or_the_appender() {
+        let dir = TempDir::new("failed");
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        storage.append(vec![post("r", "ann", "c1")]).await.unwrap();
+        // A batch that fails at its last change: the edit and post before it must go with it.
+        sqlx::query(
+            "CREATE TRIGGER recent.refuse BEFORE INSERT ON message_journal
+             WHEN NEW.client_id = 'boom' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(&storage.pool)
+        .await
+        .unwrap();
+        let edit = |client_id: &str, text: &str| Change {
+            kind: ChangeKind::Edit {
+                id: 1,
+                text: text.into(),
+            },
+            ..post("r", "ann", client_id)
+        };
+        let failed = storage
+            .append(vec![
+                edit("e1", "lost"),
+                post("r", "ann", "c2"),
+                post("r", "ann", "boom"),
+            ])
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        sqlx::query("DROP TRIGGER recent.refuse")
+            .execute(&storage.pool)
+            .await
+            .unwrap();
+
+        // The same changes again are new: stored, numbered from where the room was.
+        let results = storage
+            .append(vec![
+                post("r", "ann", "c1"),
+                edit("e1", "kept"),
+                post("r", "ann", "c2"),
+            ])
+            .await
+            .unwrap();
+        let stored: Vec<(u64, u64, &str)> = results
+            .iter()
+            .skip(1)
+            .map(|result| match result {
+                Applied::Stored(m) => (m.id, m.rev, m.text.as_str()),
+                other => panic!("expected a stored change, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            matches!(results[0], Applied::Duplicate(_)),
+            "c1 was stored before the failed batch: {:?}",
+            results[0]
+        );
+        assert_eq!(stored, [(1, 2, "kept"), (3, 3, "text of c2")]);
+        assert_eq!(storage.last_seq("r").await.unwrap(), 3);
+        wait_for_move(&storage).await;
+        let messages = storage.before("r", u64::MAX, all()).await.unwrap().messages;
+        let texts: Vec<(u64, &str)> = messages.iter().map(|m| (m.id, m.text.as_str())).collect();
+        assert_eq!(texts, [(1, "kept"), (3, "text of c2")]);
+        let found = storage
+            .search("text of c2", None, all(), None)
+            .await
+            .unwrap();
+        assert_eq!(found.messages.iter().map(|m| m.id).collect::<Vec<_>>(), [3]);
+    }
+
+    #[tokio::test]
     async fn rows_left_in_the_journal_by_a_crash_are_moved_at_start() {
         let dir = TempDir::new("crash");
         let storage = SqliteStorage::open(&dir.url()).await.unwrap();
