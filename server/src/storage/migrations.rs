@@ -30,7 +30,12 @@ macro_rules! embed {
 }
 
 /// `server/migrations`, for SQLite.
-pub const SQLITE: &[File] = embed!("migrations", "0001_messages.sql", "0002_changes.sql");
+pub const SQLITE: &[File] = embed!(
+    "migrations",
+    "0001_messages.sql",
+    "0002_changes.sql",
+    "0003_search_terms.sql"
+);
 
 /// `server/migrations_postgres`, for PostgreSQL.
 pub const POSTGRES: &[File] = embed!("migrations_postgres", "0001_schema.sql");
@@ -111,7 +116,8 @@ mod tests {
             found,
             [
                 (1, "messages".to_owned(), false),
-                (2, "changes".to_owned(), false)
+                (2, "changes".to_owned(), false),
+                (3, "search terms".to_owned(), false)
             ]
         );
         assert!(migration("messages.sql", "").is_err());
@@ -139,10 +145,12 @@ mod tests {
     }
 
     /// Read back from `_sqlx_migrations` of a database made by the build before this
-    /// module (ee63926); PostgreSQL's is the SHA-384 of its file, computed the same way.
-    const RECORDED: [(i64, &str); 3] = [
+    /// module (ee63926); PostgreSQL's, and SQLite's from 3 on, are the SHA-384 of their
+    /// files, computed the same way.
+    const RECORDED: [(i64, &str); 4] = [
         (1, "ac48f31971f20f3941720100ec916dc8cfae7ce9623f4f6a4d78905aa0220332aec5366af6120a216ebdf6cbbe300d68"),
         (2, "2d8df9636cde8ae062f959f7ffea275d8ec6d796218ccaa8681dcc34dddf6b7d7088f593135f75fcb63c7c02cfa2e81b"),
+        (3, "561c3050012ac383a50d0f440ca929c849d4271596b1c2d3c8d9c17ff70c8294191e30551a8d14adfebb22b877a51124"),
         (1, "22b0cee67ded496456ff3f128a6eeca69f50e39bc7b6c7d521af0c3910aea4e8deab92437f9d4391916b6763722989d8"),
     ];
 }

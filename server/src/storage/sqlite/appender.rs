@@ -56,10 +56,11 @@ use std::thread;
 use std::time::Duration;
 
 use app::protocol::{excerpt, Message, ReplyPreview};
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
-use super::{from_i64, to_i64, MESSAGE_COLUMNS};
+use super::{from_i64, search_terms, to_i64, MESSAGE_COLUMNS};
 use crate::storage::{
     Applied, Change, ChangeKind, Owner, StorageError, StoredMessage, StoredReactions,
 };
@@ -159,6 +160,19 @@ fn connect(main: &Path) -> Result<Connection, StorageError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA main.cache_size = -16384;",
     )?;
+    // What the mover gives the search index for a text (search_terms.rs).
+    connection.create_scalar_function(
+        "search_terms",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |context| {
+            let text = context
+                .get_raw(0)
+                .as_str()
+                .map_err(|err| rusqlite::Error::UserFunctionError(Box::new(err)))?;
+            Ok(search_terms::index_terms(text))
+        },
+    )?;
     Ok(connection)
 }
 
@@ -200,6 +214,7 @@ impl Appender {
         let checkpointer = connect(main)?;
 
         move_old_journal(&mover)?;
+        rebuild_search_index(&mover)?;
         // Whatever a crash left in the journal moves now, before anything is appended.
         let left: i64 = connection.query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM recent.message_journal",
@@ -295,6 +310,7 @@ fn move_old_journal(mover: &Connection) -> Result<(), StorageError> {
 fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let tx = mover.unchecked_transaction()?;
+    unindex_changed(&tx, upto)?;
     let moved = tx.execute(
         &format!(
             "INSERT INTO main.messages ({MESSAGE_COLUMNS}, fts)
@@ -342,53 +358,105 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Brings the search index in line with the moved messages, in a few statements whatever
-/// their number. New messages (rows with `rev = id`) are indexed straight from their
-/// journal rows, under the number the appender gave them (`fts`), unless they are there
-/// already (a move done twice after a crash). Then every message with a changed version
-/// among the moved rows is taken out of the index and, unless deleted, put back with the
-/// text of its last moved version: the one `messages` now holds, since versions only
-/// replace lower ones and the journal's are the newest. New text is indexed, edited text
-/// replaced, deleted text removed, and the common move (new messages only) costs two
-/// passes over the journal rows, with no lookups in `messages`.
-fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
-    // New messages as posted; one changed in the same move is redone below.
-    tx.prepare_cached(
+/// A search index built by an older form (migrations/0003) is filled again from the
+/// messages, in one transaction, before anything is appended: `search_rows` says which
+/// messages it holds (deleted ones are not there) and under which row.
+fn rebuild_search_index(mover: &Connection) -> Result<(), StorageError> {
+    let pending: i64 = mover.query_row("SELECT COUNT(*) FROM main.search_rebuild", [], |row| {
+        row.get(0)
+    })?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let tx = mover.unchecked_transaction()?;
+    let indexed = tx.execute(
         "INSERT INTO main.messages_fts (rowid, text)
-         SELECT fts, text FROM recent.message_journal j
-         WHERE seq <= ?1 AND rev = id AND fts IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM main.search_rows s WHERE s.row = j.fts)",
-    )?
-    .execute(params![upto])?;
+         SELECT s.row, search_terms(m.text)
+         FROM main.search_rows s JOIN main.messages m ON m.room = s.room AND m.id = s.id
+         ORDER BY s.row",
+        [],
+    )?;
+    tx.execute("DELETE FROM main.search_rebuild", [])?;
+    tx.commit()?;
+    tracing::info!(
+        messages = indexed,
+        took_ms = started.elapsed().as_secs_f64() * 1e3,
+        "rebuilt the search index"
+    );
+    Ok(())
+}
+
+/// The search index's invariant, which every move keeps: a message has a row in
+/// `search_rows` exactly when the index holds it, and then the index holds the terms of
+/// its text in `messages` under that row. FTS5 takes terms out only when told which
+/// ones (the index keeps no text), so this runs before the move's upsert: every message
+/// with a changed version among the rows to move that the index holds has the terms of
+/// its text as `messages` still has it taken out. [`index_moved`] puts back what the
+/// upsert left. `temp.changed` lists those messages for both; statements join it to
+/// `messages` with CROSS JOIN, which keeps it the outer loop (SQLite has no statistics
+/// on it and might otherwise scan `messages` once per move).
+fn unindex_changed(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO main.search_rows (row, room, id)
-         SELECT fts, room, id FROM recent.message_journal
-         WHERE seq <= ?1 AND rev = id AND fts IS NOT NULL",
-    )?
-    .execute(params![upto])?;
-    // Changed messages, each with its last moved version.
-    tx.prepare_cached(
-        "CREATE TEMP TABLE IF NOT EXISTS changed
-             (row INTEGER PRIMARY KEY, room TEXT, id INTEGER, text TEXT, deleted INTEGER)",
+        "CREATE TEMP TABLE IF NOT EXISTS changed (room TEXT, id INTEGER, PRIMARY KEY (room, id))",
     )?
     .execute([])?;
     tx.prepare_cached("DELETE FROM temp.changed")?.execute([])?;
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO temp.changed (row, room, id, text, deleted)
-         SELECT fts, room, id, text, deleted FROM (
-             SELECT fts, room, id, text, deleted, MAX(seq) FROM recent.message_journal
-             WHERE seq <= ?1 AND fts IS NOT NULL AND (room, id) IN (
-                 SELECT room, id FROM recent.message_journal WHERE seq <= ?1 AND rev != id)
-             GROUP BY room, id)",
+        "INSERT OR IGNORE INTO temp.changed (room, id)
+         SELECT room, id FROM recent.message_journal WHERE seq <= ?1 AND rev != id",
+    )?
+    .execute(params![upto])?;
+    tx.prepare_cached(
+        "INSERT INTO main.messages_fts (messages_fts, rowid, text)
+         SELECT 'delete', m.fts, search_terms(m.text)
+         FROM temp.changed c
+         CROSS JOIN main.messages m ON m.room = c.room AND m.id = c.id
+         CROSS JOIN main.search_rows s ON s.row = m.fts",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// Brings the search index in line with the moved messages, after the upsert, in a few
+/// statements whatever their number. New messages (rows with `rev = id`) that did not
+/// change within this move are indexed straight from their journal rows, under the
+/// number the appender gave them (`fts`), unless they are there already (a move done
+/// twice after a crash). Messages that changed (`temp.changed`, taken out of the index
+/// by [`unindex_changed`]) are indexed again with the text `messages` now holds, their
+/// latest (versions only replace lower ones, and the journal's are the newest), unless
+/// deleted. So new text is indexed, edited text replaced and deleted text removed, and
+/// the common move (new messages only) costs two passes over the journal rows, with no
+/// lookups in `messages`.
+fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
+    tx.prepare_cached(
+        "INSERT INTO main.messages_fts (rowid, text)
+         SELECT fts, search_terms(text) FROM recent.message_journal j
+         WHERE seq <= ?1 AND rev = id AND fts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM main.search_rows s WHERE s.row = j.fts)
+           AND NOT EXISTS (SELECT 1 FROM temp.changed c WHERE c.room = j.room AND c.id = j.id)",
+    )?
+    .execute(params![upto])?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO main.search_rows (row, room, id)
+         SELECT fts, room, id FROM recent.message_journal j
+         WHERE seq <= ?1 AND rev = id AND fts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM temp.changed c WHERE c.room = j.room AND c.id = j.id)",
     )?
     .execute(params![upto])?;
     for statement in [
-        "DELETE FROM main.messages_fts WHERE rowid IN (SELECT row FROM temp.changed)",
-        "DELETE FROM main.search_rows WHERE row IN (SELECT row FROM temp.changed)",
         "INSERT INTO main.messages_fts (rowid, text)
-         SELECT row, text FROM temp.changed WHERE deleted = 0",
-        "INSERT INTO main.search_rows (row, room, id)
-         SELECT row, room, id FROM temp.changed WHERE deleted = 0",
+         SELECT m.fts, search_terms(m.text)
+         FROM temp.changed c CROSS JOIN main.messages m ON m.room = c.room AND m.id = c.id
+         WHERE m.fts IS NOT NULL AND m.deleted = 0",
+        "INSERT OR REPLACE INTO main.search_rows (row, room, id)
+         SELECT m.fts, m.room, m.id
+         FROM temp.changed c CROSS JOIN main.messages m ON m.room = c.room AND m.id = c.id
+         WHERE m.fts IS NOT NULL AND m.deleted = 0",
+        "DELETE FROM main.search_rows WHERE row IN (
+             SELECT m.fts
+             FROM temp.changed c CROSS JOIN main.messages m ON m.room = c.room AND m.id = c.id
+             WHERE m.fts IS NOT NULL AND m.deleted != 0)",
     ] {
         tx.prepare_cached(statement)?.execute([])?;
     }

@@ -9,6 +9,7 @@
 mod appender;
 mod lock;
 mod scratch;
+mod search_terms;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -652,41 +653,44 @@ impl Storage for SqliteStorage {
         Box::pin(async move {
             let ReadLimit { limit, max_bytes } = limit;
             let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
-            // Trigrams find words of three characters or more; shorter ones are checked
-            // on the candidates. A query of only short words is searched as one phrase.
-            let mut long: Vec<&str> = words
-                .iter()
-                .map(String::as_str)
-                .filter(|w| w.chars().count() >= 3)
-                .collect();
-            let phrase = query.to_lowercase();
-            if long.is_empty() {
-                long.push(&phrase);
-            }
-            // The index keeps no positions (detail=none), so a term is the set of its
-            // trigrams, each one token; the candidates' text is checked below.
-            let mut trigrams: Vec<String> = Vec::new();
-            for term in &long {
-                let chars: Vec<char> = term.chars().collect();
-                for window in chars.windows(3) {
-                    let trigram: String = window.iter().collect();
-                    if !trigrams.contains(&trigram) {
-                        trigrams.push(trigram);
-                    }
-                }
-            }
-            if trigrams.is_empty() {
-                // Shorter than a trigram: PROTOCOL.md's queries never are.
+            if words.is_empty() {
+                // Nothing to look for (PROTOCOL.md's queries always have a word).
                 return Ok(Found {
                     messages: Vec::new(),
                     next: None,
                 });
             }
-            let expression = trigrams
-                .iter()
-                .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            // The index finds words of three characters or more by their trigrams
+            // (search_terms.rs); shorter ones are checked on the candidates. A query of
+            // only short words has no terms: then every message is a candidate, newest
+            // first, and SEARCH_EXAMINED bounds each page's work as it does below. Such a
+            // query must also hold each run of three characters of the whole query,
+            // spaces included, as a phrase search (PostgreSQL's backend matches alike).
+            let mut phrase: Vec<String> = Vec::new();
+            if words.iter().all(|w| w.chars().count() < 3) {
+                let chars: Vec<char> = query.to_lowercase().chars().collect();
+                for window in chars.windows(3) {
+                    let trigram: String = window.iter().collect();
+                    if !phrase.contains(&trigram) {
+                        phrase.push(trigram);
+                    }
+                }
+                if phrase.is_empty() {
+                    return Ok(Found {
+                        messages: Vec::new(),
+                        next: None,
+                    });
+                }
+            }
+            let mut terms: Vec<String> = Vec::new();
+            for word in &words {
+                for term in search_terms::query_terms(word) {
+                    if !terms.contains(&term) {
+                        terms.push(term);
+                    }
+                }
+            }
+            let expression = (!terms.is_empty()).then(|| terms.join(" AND "));
             let before = match cursor {
                 Some(cursor) => cursor
                     .parse::<i64>()
@@ -705,13 +709,23 @@ impl Storage for SqliteStorage {
             let mut cursor = before;
             let mut next = None;
             'batches: loop {
-                let hits = sqlx::query(
-                    "SELECT f.rowid AS rowid, s.room AS room, s.id AS id
-                     FROM main.messages_fts f JOIN main.search_rows s ON s.row = f.rowid
-                     WHERE messages_fts MATCH ?1 AND f.rowid < ?2 AND (?3 IS NULL OR s.room = ?3)
-                     ORDER BY f.rowid DESC LIMIT ?4",
-                )
-                .bind(&expression)
+                let hits = match &expression {
+                    Some(expression) => sqlx::query(
+                        "SELECT f.rowid AS rowid, s.room AS room, s.id AS id
+                         FROM main.messages_fts f JOIN main.search_rows s ON s.row = f.rowid
+                         WHERE messages_fts MATCH ?1 AND f.rowid < ?2
+                           AND (?3 IS NULL OR s.room = ?3)
+                         ORDER BY f.rowid DESC LIMIT ?4",
+                    )
+                    .bind(expression),
+                    None => sqlx::query(
+                        "SELECT s.row AS rowid, s.room AS room, s.id AS id
+                         FROM main.search_rows s
+                         WHERE ?1 IS NULL AND s.row < ?2 AND (?3 IS NULL OR s.room = ?3)
+                         ORDER BY s.row DESC LIMIT ?4",
+                    )
+                    .bind(None::<&str>),
+                }
                 .bind(cursor)
                 .bind(room)
                 .bind(SEARCH_BATCH)
@@ -736,7 +750,9 @@ impl Storage for SqliteStorage {
                     }
                     let matches = latest.get(&(room.clone(), *id)).filter(|message| {
                         let text = message.text.to_lowercase();
-                        !message.deleted && words.iter().all(|w| text.contains(w.as_str()))
+                        !message.deleted
+                            && words.iter().all(|w| text.contains(w.as_str()))
+                            && phrase.iter().all(|t| text.contains(t.as_str()))
                     });
                     if let Some(message) = matches {
                         let public = self.public(&mut tx, room, vec![message.clone()]).await?;
@@ -1036,6 +1052,251 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found.messages.iter().map(|m| m.id).collect::<Vec<_>>(), [3]);
+    }
+
+    /// Checks the search index's invariant (appender.rs, `unindex_changed`): it holds the
+    /// terms of the text of every message in `search_rows`, under its row, and nothing
+    /// else (fts5vocab counts the (term, row) pairs the index has, deletions applied).
+    async fn assert_index_is_exact(storage: &SqliteStorage) {
+        let mut connection = storage.pool.acquire().await.unwrap();
+        let searchable: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT s.row, m.text FROM main.search_rows s
+             JOIN main.messages m ON m.room = s.room AND m.id = s.id",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap();
+        let mut pairs = 0;
+        for (row, text) in &searchable {
+            let terms = search_terms::index_terms(text);
+            pairs += terms.split(' ').filter(|t| !t.is_empty()).count() as i64;
+            if terms.is_empty() {
+                continue;
+            }
+            let expression = terms.split(' ').collect::<Vec<_>>().join(" AND ");
+            let rows: Vec<i64> = sqlx::query_scalar(
+                "SELECT rowid FROM main.messages_fts WHERE messages_fts MATCH ?1",
+            )
+            .bind(&expression)
+            .fetch_all(&mut *connection)
+            .await
+            .unwrap();
+            assert!(rows.contains(row), "{text:?} is indexed under row {row}");
+        }
+        sqlx::query(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_vocab
+             USING fts5vocab(main, messages_fts, 'row')",
+        )
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+        let indexed: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(doc), 0) FROM temp.search_vocab")
+                .fetch_one(&mut *connection)
+                .await
+                .unwrap();
+        assert_eq!(
+            indexed, pairs,
+            "the index holds the terms of searchable text only"
+        );
+    }
+
+    fn change_of(client_id: &str, kind: ChangeKind) -> Change {
+        Change {
+            kind,
+            ..post("r", "ann", client_id)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_search_index_follows_edits_and_deletes_even_when_a_move_is_done_twice() {
+        let dir = TempDir::new("index");
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        let text = |id: u64, text: &str| ChangeKind::Edit {
+            id,
+            text: text.into(),
+        };
+        // Moved first: three messages, then changed in the journal.
+        storage
+            .append(vec![
+                change_of(
+                    "a",
+                    ChangeKind::Post {
+                        text: "alpha quartz".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of(
+                    "b",
+                    ChangeKind::Post {
+                        text: "bravo quartz".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of(
+                    "c",
+                    ChangeKind::Post {
+                        text: "charlie quartz".into(),
+                        reply_to: None,
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        wait_for_move(&storage).await;
+        assert_index_is_exact(&storage).await;
+        // Kept aside as they leave the journal, to be put back as a crash would leave them.
+        let columns = format!("seq, {MESSAGE_COLUMNS}, fts, change_owner, change_client_id");
+        let old: Vec<String> = columns.split(", ").map(|c| format!("OLD.{c}")).collect();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE recent.kept AS SELECT * FROM recent.message_journal WHERE 0;
+             CREATE TRIGGER recent.keep BEFORE DELETE ON message_journal
+             BEGIN INSERT INTO kept ({columns}) VALUES ({}); END",
+            old.join(", ")
+        )))
+        .execute(&storage.pool)
+        .await
+        .unwrap();
+        let applied = storage
+            .append(vec![
+                change_of("a2", text(1, "alpha edited twice")),
+                change_of("a3", text(1, "alpha edited thrice")),
+                change_of("b2", ChangeKind::Delete { id: 2 }),
+                change_of(
+                    "c2",
+                    ChangeKind::React {
+                        id: 3,
+                        emoji: "👍".into(),
+                        add: true,
+                    },
+                ),
+                // New and changed within one move, and new and deleted within one move.
+                change_of(
+                    "d",
+                    ChangeKind::Post {
+                        text: "delta first".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of("d2", text(8, "delta second")),
+                change_of(
+                    "e",
+                    ChangeKind::Post {
+                        text: "echo gone".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of("e2", ChangeKind::Delete { id: 10 }),
+                change_of(
+                    "f",
+                    ChangeKind::Post {
+                        text: "foxtrot".into(),
+                        reply_to: None,
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        assert!(
+            applied.iter().all(|a| matches!(a, Applied::Stored(_))),
+            "every change applies: {applied:?}"
+        );
+        wait_for_move(&storage).await;
+        assert_index_is_exact(&storage).await;
+        let limit = all();
+        let found = |query: &'static str| {
+            let storage = &storage;
+            async move {
+                storage
+                    .search(query, None, limit, None)
+                    .await
+                    .unwrap()
+                    .messages
+                    .iter()
+                    .map(|m| m.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            found("quartz").await,
+            [3],
+            "edited away from 1, kept through a reaction on 3"
+        );
+        assert_eq!(found("thrice").await, [1]);
+        assert!(found("twice").await.is_empty());
+        assert!(found("bravo").await.is_empty());
+        assert!(found("first").await.is_empty());
+        assert_eq!(found("second").await, [8]);
+        assert!(found("echo").await.is_empty());
+        assert_eq!(found("foxtrot").await, [12]);
+
+        // The same rows moved again, as after a crash between the move and the delete.
+        drop(storage);
+        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "DROP TRIGGER keep;
+             INSERT INTO message_journal SELECT * FROM kept;
+             DROP TABLE kept;",
+        )
+        .execute(&journal)
+        .await
+        .unwrap();
+        journal.close().await;
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        assert_eq!(journal_rows(&storage).await, 0);
+        assert_index_is_exact(&storage).await;
+        assert_eq!(found_in(&storage, "quartz").await, [3]);
+        assert_eq!(found_in(&storage, "second").await, [8]);
+        assert!(found_in(&storage, "twice").await.is_empty());
+    }
+
+    async fn found_in(storage: &SqliteStorage, query: &str) -> Vec<u64> {
+        storage
+            .search(query, None, all(), None)
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_query_of_short_words_finds_them_as_a_phrase_without_the_index() {
+        let storage = SqliteStorage::open("sqlite::memory:").await.unwrap();
+        storage
+            .append(vec![
+                change_of(
+                    "a",
+                    ChangeKind::Post {
+                        text: "to be or not to be".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of(
+                    "b",
+                    ChangeKind::Post {
+                        text: "be it as it may, to me".into(),
+                        reply_to: None,
+                    },
+                ),
+                change_of(
+                    "c",
+                    ChangeKind::Post {
+                        text: "我们 去 吧".into(),
+                        reply_to: None,
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        wait_for_move(&storage).await;
+        assert_eq!(found_in(&storage, "to be").await, [1]);
+        assert_eq!(found_in(&storage, "TO BE").await, [1]);
+        assert_eq!(found_in(&storage, "去 吧").await, [3]);
+        assert!(found_in(&storage, "be to").await.is_empty());
     }
 
     #[tokio::test]
