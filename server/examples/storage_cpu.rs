@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use server::storage::{Change, ChangeKind, Owner};
 
+// The server's allocator (server/src/main.rs), so that the threads measured here
+// allocate as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
         .nth(n)

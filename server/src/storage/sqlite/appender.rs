@@ -88,10 +88,16 @@ const REMEMBERED_ROOMS: usize = 100_000;
 /// meaning as in migrations/0002), in arrival order (`seq`), with who made the change.
 /// It is not a sqlx migration because the journal is a database of its own, attached to
 /// the main one; `journal_matches_the_messages_table` fails if the two drift.
-fn journal_schema() -> String {
+///
+/// `seq` is given by the appender, counting up from the highest in the journal and never
+/// back (not AUTOINCREMENT, which costs a read and a write of `sqlite_sequence` per row),
+/// so that "every row up to N" never takes in a row appended after a move began.
+/// `change_owner` and `change_client_id` are NULL where they are the message's own
+/// `owner` and `client_id` (every new message), which keeps rows short.
+fn journal_schema(table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS message_journal (
-            seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        "CREATE TABLE IF NOT EXISTS {table} (
+            seq              INTEGER PRIMARY KEY,
             room             TEXT    NOT NULL,
             id               INTEGER NOT NULL,
             rev              INTEGER NOT NULL,
@@ -106,8 +112,8 @@ fn journal_schema() -> String {
             reply_to         INTEGER,
             reactions        TEXT,
             fts              INTEGER,
-            change_owner     TEXT    NOT NULL,
-            change_client_id TEXT    NOT NULL
+            change_owner     TEXT,
+            change_client_id TEXT
         ) -- {MESSAGE_COLUMNS}"
     )
 }
@@ -138,7 +144,7 @@ pub fn prepare_journal(main: &Path) -> Result<(), StorageError> {
              ALTER TABLE message_journal RENAME TO message_journal_v1;",
         )?;
     }
-    connection.execute_batch(&journal_schema())?;
+    connection.execute_batch(&journal_schema("message_journal"))?;
     Ok(())
 }
 
@@ -186,6 +192,15 @@ struct Job {
 /// From the mover: journal rows up to this seq are in `messages` (or the move failed).
 type Moved = Result<i64, StorageError>;
 
+/// To the mover: move the journal rows up to `upto`. `changed` is false when none of them
+/// is a changed version (an edit, delete or reaction: `rev != id`), which spares the
+/// move the search index's bookkeeping for changed messages; when in doubt it is true.
+#[derive(Clone, Copy)]
+struct MoveOrder {
+    upto: i64,
+    changed: bool,
+}
+
 /// What identifies a resend: room, owner, client_id.
 type ChangeKey = (String, String, String);
 
@@ -222,15 +237,33 @@ impl Appender {
             |row| row.get(0),
         )?;
         if left > 0 {
-            move_rows(&mover, left)?;
+            move_rows(&mover, left, true)?;
             connection.execute(
                 "DELETE FROM recent.message_journal WHERE seq <= ?1",
                 params![left],
             )?;
         }
+        // A journal of the form before the appender gave seqs (AUTOINCREMENT, change
+        // columns NOT NULL) is empty now, and is made again in today's form.
+        let form: String = connection.query_row(
+            "SELECT sql FROM recent.sqlite_master WHERE type = 'table' AND name = 'message_journal'",
+            [],
+            |row| row.get(0),
+        )?;
+        if form.contains("AUTOINCREMENT") {
+            // The schema ends in a comment: the statement's end goes on a line of its own.
+            connection.execute_batch(&format!(
+                "BEGIN;
+                 DROP TABLE recent.message_journal;
+                 {}
+                 ;
+                 COMMIT;",
+                journal_schema("recent.message_journal")
+            ))?;
+        }
 
         let (jobs, job_receiver) = mpsc::channel();
-        let (moves, move_receiver) = mpsc::channel::<i64>();
+        let (moves, move_receiver) = mpsc::channel::<MoveOrder>();
         let (moved, moved_receiver) = mpsc::channel::<Moved>();
         let (stop_checkpoints, checkpoints_stopped) = mpsc::channel::<()>();
         spawn("sqlite-mover", move || {
@@ -244,6 +277,7 @@ impl Appender {
             connection,
             stale: false,
             moving: false,
+            forgotten_upto: 0,
             moves,
             _stop_checkpoints: stop_checkpoints,
         };
@@ -307,16 +341,18 @@ fn move_old_journal(mover: &Connection) -> Result<(), StorageError> {
 /// Moves journal rows up to `upto` into `messages`, `change_ids`, `rooms` and the search
 /// index, in one transaction. Rows already moved (a move whose delete was cut short) are
 /// harmless: versions only ever replace lower ones, and ids are recorded once.
-fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
+fn move_rows(mover: &Connection, upto: i64, changed: bool) -> Result<(), StorageError> {
     let started = std::time::Instant::now();
     let tx = mover.unchecked_transaction()?;
-    unindex_changed(&tx, upto)?;
+    unindex_changed(&tx, upto, changed)?;
+    // In journal order, not sorted by room: each row finds its place in `messages` from
+    // the root of the tree either way, a room's rows come in id order already, and the
+    // pages touched are the same. Sorting the rows first cost a tenth of the move.
     let moved = tx.execute(
         &format!(
             "INSERT INTO main.messages ({MESSAGE_COLUMNS}, fts)
              SELECT {MESSAGE_COLUMNS}, fts FROM recent.message_journal
              WHERE seq <= ?1
-             ORDER BY room, id, rev
              ON CONFLICT (room, id) DO UPDATE SET
                  rev = excluded.rev, text = excluded.text, edited_ts = excluded.edited_ts,
                  edits = excluded.edits, deleted = excluded.deleted,
@@ -327,9 +363,11 @@ fn move_rows(mover: &Connection, upto: i64) -> Result<(), StorageError> {
     )?;
     tx.execute(
         "INSERT OR IGNORE INTO main.change_ids (room, owner, client_id, id)
-         SELECT room, COALESCE(unhex(change_owner), CAST(change_owner AS BLOB)),
-                change_client_id, id
-         FROM recent.message_journal WHERE seq <= ?1",
+         SELECT room, COALESCE(unhex(owner), CAST(owner AS BLOB)),
+                COALESCE(change_client_id, client_id), id
+         FROM (SELECT room, id, COALESCE(change_owner, owner) AS owner, change_client_id,
+                      client_id
+               FROM recent.message_journal WHERE seq <= ?1)",
         params![upto],
     )?;
     tx.execute(
@@ -396,12 +434,20 @@ fn rebuild_search_index(mover: &Connection) -> Result<(), StorageError> {
 /// upsert left. `temp.changed` lists those messages for both; statements join it to
 /// `messages` with CROSS JOIN, which keeps it the outer loop (SQLite has no statistics
 /// on it and might otherwise scan `messages` once per move).
-fn unindex_changed(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageError> {
+fn unindex_changed(
+    tx: &rusqlite::Transaction<'_>,
+    upto: i64,
+    changed: bool,
+) -> Result<(), StorageError> {
     tx.prepare_cached(
         "CREATE TEMP TABLE IF NOT EXISTS changed (room TEXT, id INTEGER, PRIMARY KEY (room, id))",
     )?
     .execute([])?;
     tx.prepare_cached("DELETE FROM temp.changed")?.execute([])?;
+    if !changed {
+        // No changed version among the rows: `temp.changed` stays empty.
+        return Ok(());
+    }
     tx.prepare_cached(
         "INSERT OR IGNORE INTO temp.changed (room, id)
          SELECT room, id FROM recent.message_journal WHERE seq <= ?1 AND rev != id",
@@ -464,9 +510,9 @@ fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageE
 }
 
 /// Moves the journal up to each seq it is handed, then tells the appender.
-fn run_mover(mover: Connection, upto: mpsc::Receiver<i64>, moved: mpsc::Sender<Moved>) {
-    while let Ok(upto) = upto.recv() {
-        let result = move_rows(&mover, upto).map(|()| upto);
+fn run_mover(mover: Connection, orders: mpsc::Receiver<MoveOrder>, moved: mpsc::Sender<Moved>) {
+    while let Ok(MoveOrder { upto, changed }) = orders.recv() {
+        let result = move_rows(&mover, upto, changed).map(|()| upto);
         if moved.send(result).is_err() {
             return;
         }
@@ -515,13 +561,49 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A message: room and id.
 type MessageKey = (String, u64);
 
-/// The journal's own statements, prepared once per connection (`prepare_cached` finds
-/// them by their text, so the text is built once, not per change).
+/// The statements a batch runs per change. A batch prepares each one at most once (from
+/// the connection's cache) and runs it for every change: a lookup in rusqlite's cache
+/// hashes the statement's whole text, which cost a seventh of the appender's time when
+/// it was done per change and statement.
+#[derive(Clone, Copy)]
+enum Sql {
+    InsertRow,
+    StoredMessage,
+    Resent,
+    SearchId,
+    ForgetText,
+    LastInJournal,
+    LastInMessages,
+    LastInRooms,
+}
+
+impl Sql {
+    const COUNT: usize = 8;
+
+    fn text(self) -> &'static str {
+        match self {
+            Sql::InsertRow => &INSERT_ROW,
+            Sql::StoredMessage => &STORED_MESSAGE,
+            Sql::Resent => {
+                "SELECT id FROM main.change_ids WHERE room = ?1 AND owner = ?2 AND client_id = ?3"
+            }
+            Sql::SearchId => "SELECT fts FROM main.messages WHERE room = ?1 AND id = ?2",
+            Sql::ForgetText => {
+                "UPDATE recent.message_journal SET text = '', reactions = NULL
+                 WHERE room = ?1 AND id = ?2"
+            }
+            Sql::LastInJournal => "SELECT MAX(rev) FROM recent.message_journal WHERE room = ?1",
+            Sql::LastInMessages => "SELECT MAX(rev) FROM main.messages WHERE room = ?1",
+            Sql::LastInRooms => "SELECT MAX(last_seq) FROM main.rooms WHERE name = ?1",
+        }
+    }
+}
+
 static INSERT_ROW: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO recent.message_journal
-             ({MESSAGE_COLUMNS}, change_owner, change_client_id, fts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+             ({MESSAGE_COLUMNS}, change_owner, change_client_id, fts, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     )
 });
 static STORED_MESSAGE: LazyLock<String> = LazyLock::new(|| {
@@ -529,10 +611,59 @@ static STORED_MESSAGE: LazyLock<String> = LazyLock::new(|| {
 });
 static JOURNAL_ROWS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {MESSAGE_COLUMNS}, seq, change_owner, change_client_id, fts
+        "SELECT {MESSAGE_COLUMNS}, seq, COALESCE(change_owner, owner),
+                COALESCE(change_client_id, client_id), fts, id != rev
          FROM recent.message_journal ORDER BY seq"
     )
 });
+
+/// One batch's statements, each prepared on first use.
+struct Statements<'c> {
+    connection: &'c Connection,
+    prepared: [Option<rusqlite::CachedStatement<'c>>; Sql::COUNT],
+}
+
+impl<'c> Statements<'c> {
+    fn new(connection: &'c Connection) -> Self {
+        Self {
+            connection,
+            prepared: Default::default(),
+        }
+    }
+
+    fn get(&mut self, sql: Sql) -> Result<&mut rusqlite::CachedStatement<'c>, StorageError> {
+        let slot = &mut self.prepared[sql as usize];
+        if slot.is_none() {
+            *slot = Some(self.connection.prepare_cached(sql.text())?);
+        }
+        Ok(slot.as_mut().expect("prepared just now"))
+    }
+}
+
+/// `change_ids.owner`: the 16 bytes an owner's hex stands for, or its text for owners
+/// that are not hex (older rows, see migrations/0002). The same as SQL's
+/// `COALESCE(unhex(owner), CAST(owner AS BLOB))`, which the mover uses.
+fn owner_key(owner: &str) -> Vec<u8> {
+    fn nibble(byte: u8) -> Option<u8> {
+        match byte {
+            b'0'..=b'9' => Some(byte - b'0'),
+            b'a'..=b'f' => Some(byte - b'a' + 10),
+            b'A'..=b'F' => Some(byte - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = owner.as_bytes();
+    if bytes.len().is_multiple_of(2) {
+        let decoded: Option<Vec<u8>> = bytes
+            .chunks_exact(2)
+            .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+            .collect();
+        if let Some(decoded) = decoded {
+            return decoded;
+        }
+    }
+    bytes.to_vec()
+}
 
 struct Journal {
     connection: Connection,
@@ -543,7 +674,9 @@ struct Journal {
     stale: bool,
     /// Whether the mover is at work.
     moving: bool,
-    moves: mpsc::Sender<i64>,
+    /// The journal rows up to this seq were moved and deleted.
+    forgotten_upto: i64,
+    moves: mpsc::Sender<MoveOrder>,
     /// Dropped with the appender thread, which stops the checkpoint thread.
     _stop_checkpoints: mpsc::Sender<()>,
 }
@@ -576,9 +709,11 @@ struct State {
     seqs: Map<String, u64>,
     /// Rows in the journal.
     rows: usize,
-    /// The highest seq appended. AUTOINCREMENT: seqs never start over, so "every row up
-    /// to N" never takes in a row appended after a move began.
+    /// The highest seq given. The next row gets the one after it, also once every row
+    /// before was moved and deleted (see [`journal_schema`]).
     last_row: i64,
+    /// The highest seq of a row that is a changed version (`rev != id`), 0 for none.
+    last_changed_row: i64,
 }
 
 impl Journal {
@@ -609,7 +744,7 @@ impl Journal {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             };
-            let _ = job.reply.send(self.append(&job.changes));
+            let _ = job.reply.send(self.append(job.changes));
             if self.state.rows >= MOVE_AT_ROWS {
                 self.start_move();
             }
@@ -621,11 +756,10 @@ impl Journal {
         match result {
             // A failed delete leaves rows in both tables, which reads allow for; the next
             // move's delete takes them.
-            Ok(upto) => {
-                if let Err(err) = self.forget_moved(upto) {
-                    tracing::error!("deleting moved rows from the journal failed: {err}");
-                }
-            }
+            Ok(upto) => match self.forget_moved(upto) {
+                Ok(()) => self.forgotten_upto = self.forgotten_upto.max(upto),
+                Err(err) => tracing::error!("deleting moved rows from the journal failed: {err}"),
+            },
             // Nothing is lost: the rows stay in the journal, where reads find them, and
             // the next move takes them too.
             Err(err) => tracing::error!("moving the message journal into messages failed: {err}"),
@@ -633,7 +767,11 @@ impl Journal {
     }
 
     fn start_move(&mut self) {
-        if !self.moving && self.state.rows > 0 && self.moves.send(self.state.last_row).is_ok() {
+        let order = MoveOrder {
+            upto: self.state.last_row,
+            changed: self.state.last_changed_row > self.forgotten_upto,
+        };
+        if !self.moving && self.state.rows > 0 && self.moves.send(order).is_ok() {
             self.moving = true;
         }
     }
@@ -653,7 +791,7 @@ impl Journal {
         Ok(())
     }
 
-    fn append(&mut self, changes: &[Change]) -> Result<Vec<Applied>, StorageError> {
+    fn append(&mut self, changes: Vec<Change>) -> Result<Vec<Applied>, StorageError> {
         if self.stale {
             self.state = State::load(&self.connection)?;
             self.stale = false;
@@ -674,13 +812,16 @@ impl Journal {
 
     fn append_in_one_transaction(
         &mut self,
-        changes: &[Change],
+        changes: Vec<Change>,
     ) -> Result<Vec<Applied>, StorageError> {
         // Deferred: the transaction writes only the journal, so it locks only the journal.
         let tx = self.connection.unchecked_transaction()?;
         let mut results = Vec::with_capacity(changes.len());
-        for change in changes {
-            results.push(self.state.apply(&tx, change)?);
+        {
+            let mut statements = Statements::new(&tx);
+            for change in changes {
+                results.push(self.state.apply(&mut statements, change)?);
+            }
         }
         tx.commit()?;
         Ok(results)
@@ -711,6 +852,9 @@ impl State {
             state.change_ids.insert(key, (seq, message.id));
             state.rows += 1;
             state.last_row = seq;
+            if row.get::<_, bool>(17)? {
+                state.last_changed_row = seq;
+            }
             // In seq order: a message's last row is its latest version.
             let fts = row.get(16)?;
             state.latest.insert(
@@ -721,11 +865,7 @@ impl State {
         Ok(state)
     }
 
-    fn apply(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        change: &Change,
-    ) -> Result<Applied, StorageError> {
+    fn apply(&mut self, tx: &mut Statements<'_>, change: Change) -> Result<Applied, StorageError> {
         let key = (
             change.room.clone(),
             change.owner.0.clone(),
@@ -740,10 +880,10 @@ impl State {
                 None => Applied::Refused(crate::storage::ChangeRefusal::NotFound),
             });
         }
-        let (message, fts) = match &change.kind {
+        let (message, fts) = match change.kind {
             ChangeKind::Post { text, reply_to } => {
                 if let Some(original) = reply_to {
-                    match self.current(tx, &change.room, *original)? {
+                    match self.current(tx, &change.room, original)? {
                         None => {
                             return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound))
                         }
@@ -759,26 +899,26 @@ impl State {
                 let message = StoredMessage {
                     id: seq,
                     rev: seq,
-                    room: change.room.clone(),
-                    author: change.author.clone(),
-                    owner: change.owner.clone(),
-                    text: text.clone(),
+                    room: change.room,
+                    author: change.author,
+                    owner: change.owner,
+                    text,
                     ts: change.ts,
-                    client_id: change.client_id.clone(),
+                    client_id: change.client_id,
                     edited_ts: None,
                     deleted: false,
-                    reply_to: *reply_to,
+                    reply_to,
                     reactions: StoredReactions::default(),
                     edits: 0,
                 };
                 (message, Some(fts))
             }
-            other => {
+            ref other => {
                 let id = other.target().unwrap_or_default();
                 let Some(mut message) = self.current(tx, &change.room, id)? else {
                     return Ok(Applied::Refused(crate::storage::ChangeRefusal::NotFound));
                 };
-                match message.apply(change) {
+                match message.apply(&change) {
                     Err(refusal) => return Ok(Applied::Refused(refusal)),
                     Ok(false) => return Ok(Applied::Unchanged(self.public(tx, &message)?)),
                     Ok(true) => {}
@@ -786,17 +926,18 @@ impl State {
                 message.rev = self.next_seq(tx, &change.room)?;
                 if message.deleted {
                     // The text of earlier versions still waiting in the journal goes too.
-                    tx.prepare_cached(
-                        "UPDATE recent.message_journal SET text = '', reactions = NULL
-                         WHERE room = ?1 AND id = ?2",
-                    )?
-                    .execute(params![message.room, to_i64(message.id)])?;
+                    tx.get(Sql::ForgetText)?
+                        .execute(params![message.room, to_i64(message.id)])?;
                 }
                 let fts = self.search_id(tx, &message.room, message.id)?;
                 (message, fts)
             }
         };
-        tx.prepare_cached(&INSERT_ROW)?.execute(params![
+        // Who made the change, where it is not the message's own owner and client_id.
+        let change_owner = (key.1 != message.owner.0).then_some(key.1.as_str());
+        let change_client_id = (key.2 != message.client_id).then_some(key.2.as_str());
+        let seq = self.last_row + 1;
+        tx.get(Sql::InsertRow)?.execute(params![
             message.room,
             to_i64(message.id),
             to_i64(message.rev),
@@ -810,13 +951,16 @@ impl State {
             message.deleted,
             message.reply_to.map(to_i64),
             message.reactions.to_json(),
-            change.owner.0,
-            change.client_id,
+            change_owner,
+            change_client_id,
             fts,
+            seq,
         ])?;
-        let seq = tx.last_insert_rowid();
         self.rows += 1;
-        self.last_row = self.last_row.max(seq);
+        self.last_row = seq;
+        if message.rev != message.id {
+            self.last_changed_row = seq;
+        }
         self.change_ids.insert(key, (seq, message.id));
         let public = self.public(tx, &message)?;
         self.latest.insert(
@@ -829,7 +973,7 @@ impl State {
     /// The row a message has in the search index.
     fn search_id(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &mut Statements<'_>,
         room: &str,
         id: u64,
     ) -> Result<Option<i64>, StorageError> {
@@ -837,7 +981,7 @@ impl State {
             return Ok(latest.fts);
         }
         let fts: Option<Option<i64>> = tx
-            .prepare_cached("SELECT fts FROM main.messages WHERE room = ?1 AND id = ?2")?
+            .get(Sql::SearchId)?
             .query_row(params![room, to_i64(id)], |row| row.get(0))
             .optional()?;
         Ok(fts.flatten())
@@ -846,18 +990,15 @@ impl State {
     /// The message a change with this key touched, if the change was made before.
     fn resent(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &mut Statements<'_>,
         key: &ChangeKey,
     ) -> Result<Option<u64>, StorageError> {
         if let Some((_, id)) = self.change_ids.get(key) {
             return Ok(Some(*id));
         }
         let id: Option<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM main.change_ids
-                 WHERE room = ?1 AND owner = COALESCE(unhex(?2), CAST(?2 AS BLOB)) AND client_id = ?3",
-            )?
-            .query_row(params![key.0, key.1, key.2], |row| row.get(0))
+            .get(Sql::Resent)?
+            .query_row(params![key.0, owner_key(&key.1), key.2], |row| row.get(0))
             .optional()?;
         id.map(from_i64).transpose()
     }
@@ -865,7 +1006,7 @@ impl State {
     /// A message as it is now: its latest journal version, or the stored one.
     fn current(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &mut Statements<'_>,
         room: &str,
         id: u64,
     ) -> Result<Option<StoredMessage>, StorageError> {
@@ -873,7 +1014,7 @@ impl State {
             return Ok(Some(latest.message.clone()));
         }
         let found = tx
-            .prepare_cached(&STORED_MESSAGE)?
+            .get(Sql::StoredMessage)?
             .query_row(params![room, to_i64(id)], stored_message)
             .optional()?;
         found.transpose()
@@ -882,7 +1023,7 @@ impl State {
     /// The wire form, with its reply preview.
     fn public(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &mut Statements<'_>,
         message: &StoredMessage,
     ) -> Result<Message, StorageError> {
         let mut public = message.public();
@@ -895,23 +1036,14 @@ impl State {
     }
 
     /// The next number of a room's sequence.
-    fn next_seq(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        room: &str,
-    ) -> Result<u64, StorageError> {
+    fn next_seq(&mut self, tx: &mut Statements<'_>, room: &str) -> Result<u64, StorageError> {
         let last = match self.seqs.get(room) {
             Some(last) => *last,
             None => {
                 let mut last = 0;
-                for query in [
-                    "SELECT MAX(rev) FROM recent.message_journal WHERE room = ?1",
-                    "SELECT MAX(rev) FROM main.messages WHERE room = ?1",
-                    "SELECT MAX(last_seq) FROM main.rooms WHERE name = ?1",
-                ] {
-                    let found: Option<i64> = tx
-                        .prepare_cached(query)?
-                        .query_row(params![room], |row| row.get(0))?;
+                for query in [Sql::LastInJournal, Sql::LastInMessages, Sql::LastInRooms] {
+                    let found: Option<i64> =
+                        tx.get(query)?.query_row(params![room], |row| row.get(0))?;
                     last = last.max(found.map(from_i64).transpose()?.unwrap_or(0));
                 }
                 last
@@ -939,5 +1071,35 @@ pub fn preview(original: &StoredMessage) -> ReplyPreview {
             excerpt(&original.text)
         },
         deleted: original.deleted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_keys_are_what_the_mover_stores() {
+        // The appender looks resends up by `owner_key`; the mover stores
+        // `COALESCE(unhex(..), CAST(.. AS BLOB))`. They must agree on every owner.
+        let connection = Connection::open_in_memory().unwrap();
+        for owner in [
+            "00ff10aa5c5c5c5c00ff10aa5c5c5c5c",
+            "00FF10AA",
+            "",
+            "name:alice",
+            "abc",
+            "zz",
+            "0g",
+        ] {
+            let stored: Vec<u8> = connection
+                .query_row(
+                    "SELECT COALESCE(unhex(?1), CAST(?1 AS BLOB))",
+                    params![owner],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(owner_key(owner), stored, "{owner:?}");
+        }
     }
 }

@@ -1350,6 +1350,65 @@ mod tests {
         assert!(matches!(&again[1], Applied::Stored(m) if m.id == 4));
     }
 
+    #[tokio::test]
+    async fn a_journal_of_the_earlier_form_is_moved_then_made_again() {
+        let dir = TempDir::new("journal-form");
+        drop(SqliteStorage::open(&dir.url()).await.unwrap());
+        // The journal as builds before 2026-12-05 made it (AUTOINCREMENT, change columns
+        // NOT NULL), holding two messages a crash left unmoved.
+        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "DROP TABLE message_journal;
+             CREATE TABLE message_journal (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL,
+                 id INTEGER NOT NULL, rev INTEGER NOT NULL, author TEXT NOT NULL,
+                 owner TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+                 client_id TEXT NOT NULL, edited_ts INTEGER, edits INTEGER NOT NULL,
+                 deleted INTEGER NOT NULL, reply_to INTEGER, reactions TEXT, fts INTEGER,
+                 change_owner TEXT NOT NULL, change_client_id TEXT NOT NULL);
+             INSERT INTO message_journal (room, id, rev, author, owner, text, ts, client_id,
+                     edits, deleted, fts, change_owner, change_client_id)
+                 VALUES ('r', 1, 1, 'ann', 'o', 'one', 1, 'c1', 0, 0, 1, 'o', 'c1'),
+                        ('r', 2, 2, 'ann', 'o', 'two', 2, 'c2', 0, 0, 2, 'o', 'c2');",
+        )
+        .execute(&journal)
+        .await
+        .unwrap();
+        journal.close().await;
+
+        let storage = SqliteStorage::open(&dir.url()).await.unwrap();
+        assert_eq!(journal_rows(&storage).await, 0);
+        let form: String = sqlx::query_scalar(
+            "SELECT sql FROM recent.sqlite_master WHERE name = 'message_journal'",
+        )
+        .fetch_one(&storage.pool)
+        .await
+        .unwrap();
+        assert!(!form.contains("AUTOINCREMENT"), "{form}");
+        let stored = storage.before("r", u64::MAX, all()).await.unwrap().messages;
+        assert_eq!(
+            stored.iter().map(|m| &m.text).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        // Resends are recognised, before and after the new rows move; numbering goes on.
+        let again = storage
+            .append(vec![post("r", "o", "c2"), post("r", "o", "c3")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], Applied::Duplicate(stored[1].clone()));
+        assert!(matches!(&again[1], Applied::Stored(m) if m.id == 3));
+        wait_for_move(&storage).await;
+        let moved = storage
+            .append(vec![post("r", "o", "c3"), post("r", "o", "c4")])
+            .await
+            .unwrap();
+        assert!(matches!(&moved[0], Applied::Duplicate(m) if m.id == 3));
+        assert!(matches!(&moved[1], Applied::Stored(m) if m.id == 4));
+        assert_eq!(found_in(&storage, "one").await, [1]);
+    }
+
     /// The columns of a journal row up to `reply_to`, for the crash test's hand-made rows.
     const MESSAGE_COLUMNS_NO_REACTIONS: &str =
         "room, id, rev, author, owner, text, ts, client_id, \
