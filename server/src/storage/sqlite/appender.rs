@@ -47,6 +47,11 @@
 //! connection does it in the background. Under steady load it never quite catches up, so
 //! the appender still checkpoints the journal once its WAL reaches 10,000 pages; by then
 //! little is left to copy, and the WAL starts over instead of growing without end.
+//!
+//! Why the mover and the checkpoint thread run at a lower priority (nice 10): a sender
+//! waits for the sockets' threads and the appender, never for them. When both cores are
+//! busy they give way; whenever a core is free they run, and the journal's cap stops
+//! appends before a starved mover could let it grow without end.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -511,6 +516,7 @@ fn index_moved(tx: &rusqlite::Transaction<'_>, upto: i64) -> Result<(), StorageE
 
 /// Moves the journal up to each seq it is handed, then tells the appender.
 fn run_mover(mover: Connection, orders: mpsc::Receiver<MoveOrder>, moved: mpsc::Sender<Moved>) {
+    lower_priority();
     while let Ok(MoveOrder { upto, changed }) = orders.recv() {
         let result = move_rows(&mover, upto, changed).map(|()| upto);
         if moved.send(result).is_err() {
@@ -520,6 +526,7 @@ fn run_mover(mover: Connection, orders: mpsc::Receiver<MoveOrder>, moved: mpsc::
 }
 
 fn run_checkpoints(connection: Connection, stopped: mpsc::Receiver<()>) {
+    lower_priority();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
         // PASSIVE copies what no reader still needs, without waiting for anyone; what it
         // leaves is copied next time.
@@ -530,6 +537,27 @@ fn run_checkpoints(connection: Connection, stopped: mpsc::Receiver<()>) {
         }
     }
 }
+
+/// Background work (moving, checkpointing) yields the CPU to the threads a sender waits
+/// for (sockets, the appender) when both cores are busy; it still runs whenever a core
+/// is free, and the journal's cap (`JOURNAL_CAP`) stops appends before it falls behind
+/// without end. Linux sets the nice value of one thread with `setpriority` on its id.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers.
+        let failed = unsafe {
+            let thread = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, BACKGROUND_NICE) != 0
+        };
+        if failed {
+            tracing::debug!("could not lower a background thread's priority");
+        }
+    }
+}
+
+/// The nice value of the mover and the checkpoint thread.
+const BACKGROUND_NICE: libc::c_int = 10;
 
 /// Reads a message from a row of `MESSAGE_COLUMNS`, in that order.
 pub fn stored_message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StorageError>> {

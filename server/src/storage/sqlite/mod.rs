@@ -1350,6 +1350,40 @@ mod tests {
         assert!(matches!(&again[1], Applied::Stored(m) if m.id == 4));
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn background_threads_yield_to_the_appender() {
+        let storage = SqliteStorage::open("sqlite::memory:").await.unwrap();
+        // /proc/self/task/<tid>/stat: the name in parentheses, then the fields from the
+        // third on; nice is the 19th.
+        let nice_of = |name: &str| -> Option<i64> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .find_map(|task| {
+                    let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+                    let close = stat.rfind(')')?;
+                    if &stat[stat.find('(')? + 1..close] != name {
+                        return None;
+                    }
+                    stat[close + 2..].split(' ').nth(16)?.parse().ok()
+                })
+        };
+        // Each thread lowers its own priority as it starts.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let niced = || [nice_of("sqlite-mover"), nice_of("sqlite-checkpoi")];
+        while niced() != [Some(10), Some(10)] && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Thread names are cut to 15 bytes.
+        assert_eq!(
+            niced(),
+            [Some(10), Some(10)],
+            "the mover and the checkpointer"
+        );
+        assert_eq!(nice_of("sqlite-appender"), Some(0));
+        drop(storage);
+    }
+
     #[tokio::test]
     async fn a_journal_of_the_earlier_form_is_moved_then_made_again() {
         let dir = TempDir::new("journal-form");
