@@ -173,6 +173,10 @@ impl Room {
         event: &'static str,
         data: &T,
     ) {
+        // Nobody to tell (the sender alone in the room): nothing to serialize.
+        if !self.peers().any(|p| Some(p.sid()) != except) {
+            return;
+        }
         let Some(json) = shared_json(data) else {
             return;
         };
