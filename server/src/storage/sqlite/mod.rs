@@ -1232,24 +1232,29 @@ mod tests {
 
         // The same rows moved again, as after a crash between the move and the delete.
         drop(storage);
-        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
-            .await
-            .unwrap();
-        sqlx::query(
+        on_the_journal(
+            &dir,
             "DROP TRIGGER keep;
              INSERT INTO message_journal SELECT * FROM kept;
              DROP TABLE kept;",
         )
-        .execute(&journal)
-        .await
-        .unwrap();
-        journal.close().await;
+        .await;
         let storage = SqliteStorage::open(&dir.url()).await.unwrap();
         assert_eq!(journal_rows(&storage).await, 0);
         assert_index_is_exact(&storage).await;
         assert_eq!(found_in(&storage, "quartz").await, [3]);
         assert_eq!(found_in(&storage, "second").await, [8]);
         assert!(found_in(&storage, "twice").await.is_empty());
+    }
+
+    /// Runs `sql` on the journal database of a storage that is closed, as a crash or an
+    /// earlier build would have left it.
+    async fn on_the_journal(dir: &TempDir, sql: &'static str) {
+        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&journal).await.unwrap();
+        journal.close().await;
     }
 
     async fn found_in(storage: &SqliteStorage, query: &str) -> Vec<u64> {
@@ -1390,10 +1395,8 @@ mod tests {
         drop(SqliteStorage::open(&dir.url()).await.unwrap());
         // The journal as builds before 2026-12-05 made it (AUTOINCREMENT, change columns
         // NOT NULL), holding two messages a crash left unmoved.
-        let journal = SqlitePool::connect(&format!("{}.recent", dir.url()))
-            .await
-            .unwrap();
-        sqlx::query(
+        on_the_journal(
+            &dir,
             "DROP TABLE message_journal;
              CREATE TABLE message_journal (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL,
@@ -1407,10 +1410,7 @@ mod tests {
                  VALUES ('r', 1, 1, 'ann', 'o', 'one', 1, 'c1', 0, 0, 1, 'o', 'c1'),
                         ('r', 2, 2, 'ann', 'o', 'two', 2, 'c2', 0, 0, 2, 'o', 'c2');",
         )
-        .execute(&journal)
-        .await
-        .unwrap();
-        journal.close().await;
+        .await;
 
         let storage = SqliteStorage::open(&dir.url()).await.unwrap();
         assert_eq!(journal_rows(&storage).await, 0);
