@@ -23,6 +23,17 @@ interface Violation {
 /** Runs axe-core (the npm package's browser build, injected into the page) and returns
  * its serious and critical violations, one readable line per element. */
 async function seriousViolations(page: Page): Promise<string[]> {
+  // The page as it settles: a message's actions fade in and out over 0.1 s as the pointer
+  // or focus comes and goes, and axe measures colours as they are at that moment (a
+  // button caught fading was once reported at a contrast of 1.02). Wait for every running
+  // transition and animation to end (at most 3 s: the longest, a found message's flash,
+  // lasts 2).
+  await page.evaluate(() =>
+    Promise.race([
+      Promise.all(document.getAnimations().map((a) => a.finished.catch(() => undefined))),
+      new Promise((settled) => setTimeout(settled, 3_000)),
+    ]),
+  );
   // Evaluated rather than added as a <script>: the page's Content-Security-Policy refuses
   // inline scripts, and it should stay that way.
   await page.evaluate(readFileSync(require.resolve("axe-core/axe.min.js"), "utf8"));
