@@ -43,11 +43,11 @@ fuzz_target!(|data: &[u8]| {
 fn decode<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(
     value: &Value,
 ) -> Option<T> {
-    match decode_request::<T>(value.clone()) {
+    match decode_request::<T>(&value.to_string()) {
         Ok(request) => {
             assert!(value.is_object(), "accepted a non-object: {value}");
-            let json = serde_json::to_value(&request).expect("a request serializes");
-            assert_eq!(decode_request::<T>(json).as_ref(), Ok(&request));
+            let json = serde_json::to_string(&request).expect("a request serializes");
+            assert_eq!(decode_request::<T>(&json).as_ref(), Ok(&request));
             Some(request)
         }
         Err(err) => {

@@ -1,16 +1,16 @@
 //! The server's whole decoding path for one WebSocket frame plus any binary frames after
 //! it, with the decoders it really runs: engineioxide's packet parser, socketioxide's
-//! common Socket.IO parser (binary attachments included), the event name and
-//! `TryData<serde_json::Value>` extraction, then Banter's `decode_request` and validation
-//! for whichever event the frame names. Nothing on this path may panic.
+//! common Socket.IO parser (binary attachments included), the event name, the payload's
+//! extraction (`event_payload`, as the handlers' `Payload` does), then Banter's
+//! `decode_request` and validation for whichever event the frame names. Nothing on this path may panic.
 //!
 //! Input: the text frame, then binary frames, separated by 0xFF (a byte UTF-8 never holds).
 
 #![no_main]
 
 use app::protocol::{
-    decode_request, event, validate_client_id, validate_name, validate_room, validate_text,
-    HistoryRequest, JoinRequest, LeaveRequest, SendRequest, TypingRequest,
+    decode_request, event, event_payload, validate_client_id, validate_name, validate_room,
+    validate_text, HistoryRequest, JoinRequest, LeaveRequest, SendRequest, TypingRequest,
 };
 use bytes::Bytes;
 use engineioxide_core::{Packet as EnginePacket, ProtocolVersion};
@@ -59,16 +59,16 @@ fn feed_attachments<'a>(
 
 /// What socketioxide and Banter's handlers do with a decoded packet.
 fn dispatch(packet: Packet) {
-    let (PacketData::Event(mut value, _) | PacketData::BinaryEvent(mut value, _)) = packet.inner
-    else {
+    let (PacketData::Event(value, _) | PacketData::BinaryEvent(value, _)) = packet.inner else {
         return;
     };
     let Ok(name) = CommonParser.read_event(&value).map(str::to_owned) else {
         return;
     };
-    let payload = CommonParser.decode_value::<serde_json::Value>(&mut value, true);
-    // The handlers see a decode failure as "no JSON object payload": bad_request.
-    let Ok(payload) = payload else { return };
+    // The handlers see no payload as "no JSON object payload": bad_request.
+    let Some(payload) = value.as_str().and_then(|data| event_payload(data.as_str())) else {
+        return;
+    };
     match name.as_str() {
         event::JOIN => {
             if let Ok(req) = decode_request::<JoinRequest>(payload) {

@@ -445,6 +445,18 @@ async fn unknown_events_and_odd_packets_keep_the_connection() {
     } else {
         assert_refused(&reply, "bad_request", "extra arguments");
     }
+    // A field named twice (JSON.stringify never writes one) is a wrong shape, not settled
+    // by which comes last.
+    alice.send_text(
+        r#"42["message",{"room":"general","text":"once","text":"twice","client_id":"twice-1"}]"#,
+    );
+    let error = alice.next_event(event::ERROR).await;
+    assert_eq!(
+        (error["event"].as_str(), error["code"].as_str()),
+        (Some("message"), Some("bad_request")),
+        "{error}"
+    );
+    bob.expect_no_event(event::MESSAGE, QUIET).await;
     assert_still_chatting(&alice, &mut bob, "general").await;
 }
 

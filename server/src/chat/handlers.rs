@@ -13,32 +13,15 @@ use app::protocol::{
     MAX_REPLY_BYTES, MAX_ROOMS_PAGE, MAX_SEARCH_RESULTS, MAX_WATCHED_ROOMS, ROOMS_PAGE,
     SEARCH_RESULTS,
 };
-use serde::de::DeserializeOwned;
-use socketioxide::extract::{Event, State, TryData};
+use socketioxide::extract::{Event, State};
 use socketioxide::socket::DisconnectReason;
-use socketioxide::ParserError;
 
 use super::connection::{connection_of, Peer, SocketArc, Speaker};
 use super::limits::{retry_after_ms, ClientBudget};
-use super::request::{Cost, Request};
+use super::request::{Cost, Payload, Request};
 use super::rooms::{Departure, JoinRefusal};
 use super::{now_ms, unavailable, Chat, ChatState};
 use crate::storage::{Applied, Change, ChangeKind, ChangeRefusal, ReadLimit, RoomCursor};
-
-type Data = TryData<serde_json::Value>;
-
-/// Reads a payload into its request type; any other shape is `bad_request`.
-fn parse<T: DeserializeOwned>(
-    data: Result<serde_json::Value, ParserError>,
-) -> Result<T, ProtocolError> {
-    let value = data.map_err(|_| {
-        ProtocolError::new(
-            ErrorCode::BadRequest,
-            "the request needs a JSON object payload",
-        )
-    })?;
-    protocol::decode_request(value)
-}
 
 fn bad_request(message: impl Into<String>) -> ProtocolError {
     ProtocolError::new(ErrorCode::BadRequest, message)
@@ -59,20 +42,16 @@ fn member_of(peer: &Peer, room: &str) -> Result<Speaker, ProtocolError> {
     }
 }
 
-pub async fn on_join(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_join(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::JOIN, Cost::Request, |chat, peer| async move {
-            join(&chat, &peer, data).await
+            join(&chat, &peer, &payload).await
         })
         .await;
 }
 
-async fn join(
-    chat: &Chat,
-    peer: &Peer,
-    data: Result<serde_json::Value, ParserError>,
-) -> Result<JoinReply, ProtocolError> {
-    let req: JoinRequest = parse(data)?;
+async fn join(chat: &Chat, peer: &Peer, payload: &Payload) -> Result<JoinReply, ProtocolError> {
+    let req: JoinRequest = payload.decode()?;
     let name = protocol::validate_name(&req.name)?;
     protocol::validate_room(&req.room)?;
     let max_rooms = chat.options.max_rooms_per_socket;
@@ -248,7 +227,7 @@ async fn identify(
     Ok(speaker)
 }
 
-pub async fn on_message(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_message(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -256,7 +235,7 @@ pub async fn on_message(State(chat): State<ChatState>, request: Request, TryData
             Cost::Message,
             |chat, peer| async move {
                 // Unknown fields such as a client-supplied `author` or `id` are ignored.
-                let req: SendRequest = parse(data)?;
+                let req: SendRequest = payload.decode()?;
                 protocol::validate_client_id(&req.client_id)?;
                 let text = protocol::validate_text(&req.text)?;
                 let speaker = member_of(&peer, &req.room)?;
@@ -272,10 +251,10 @@ pub async fn on_message(State(chat): State<ChatState>, request: Request, TryData
         .await;
 }
 
-pub async fn on_edit(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_edit(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::EDIT, Cost::Message, |chat, peer| async move {
-            let req: EditRequest = parse(data)?;
+            let req: EditRequest = payload.decode()?;
             protocol::validate_client_id(&req.client_id)?;
             let text = protocol::validate_text(&req.text)?;
             let speaker = member_of(&peer, &req.room)?;
@@ -285,14 +264,14 @@ pub async fn on_edit(State(chat): State<ChatState>, request: Request, TryData(da
         .await;
 }
 
-pub async fn on_delete(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_delete(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
             event::DELETE,
             Cost::Message,
             |chat, peer| async move {
-                let req: DeleteRequest = parse(data)?;
+                let req: DeleteRequest = payload.decode()?;
                 protocol::validate_client_id(&req.client_id)?;
                 let speaker = member_of(&peer, &req.room)?;
                 let kind = ChangeKind::Delete { id: req.id };
@@ -302,10 +281,10 @@ pub async fn on_delete(State(chat): State<ChatState>, request: Request, TryData(
         .await;
 }
 
-pub async fn on_react(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_react(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::REACT, Cost::Message, |chat, peer| async move {
-            let req: ReactRequest = parse(data)?;
+            let req: ReactRequest = payload.decode()?;
             protocol::validate_client_id(&req.client_id)?;
             protocol::validate_emoji(&req.emoji)?;
             let speaker = member_of(&peer, &req.room)?;
@@ -371,14 +350,14 @@ fn refused(refusal: ChangeRefusal) -> ProtocolError {
     ProtocolError::new(code, message)
 }
 
-pub async fn on_history(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_history(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
             event::HISTORY,
             Cost::Request,
             |chat, peer| async move {
-                let req: HistoryRequest = parse(data)?;
+                let req: HistoryRequest = payload.decode()?;
                 if !peer.conn.is_in(&req.room) {
                     return Err(not_joined(&req.room));
                 }
@@ -504,7 +483,7 @@ async fn rooms_without_messages(
     Ok((page, None))
 }
 
-pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_rooms(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -512,9 +491,10 @@ pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(d
             Cost::Request,
             |chat, _peer| async move {
                 // The payload used to be ignored: anything but an object still means "{}".
-                let req: RoomsRequest = match data {
-                    Ok(value) if value.is_object() => protocol::decode_request(value)?,
-                    _ => RoomsRequest::default(),
+                let req: RoomsRequest = if payload.is_object() {
+                    payload.decode()?
+                } else {
+                    RoomsRequest::default()
                 };
                 let limit = req.limit.unwrap_or(ROOMS_PAGE);
                 if limit == 0 || limit > MAX_ROOMS_PAGE {
@@ -576,10 +556,10 @@ pub async fn on_rooms(State(chat): State<ChatState>, request: Request, TryData(d
         .await;
 }
 
-pub async fn on_watch(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_watch(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::WATCH, Cost::Request, |chat, peer| async move {
-            let req: WatchRequest = parse(data)?;
+            let req: WatchRequest = payload.decode()?;
             if req.rooms.len() > MAX_WATCHED_ROOMS {
                 return Err(bad_request(format!(
                     "A connection can watch at most {MAX_WATCHED_ROOMS} rooms."
@@ -621,14 +601,14 @@ pub async fn on_watch(State(chat): State<ChatState>, request: Request, TryData(d
         .await;
 }
 
-pub async fn on_search(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_search(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
             event::SEARCH,
             Cost::Search,
             |chat, _peer| async move {
-                let req: SearchRequest = parse(data)?;
+                let req: SearchRequest = payload.decode()?;
                 let query = protocol::validate_query(&req.query)?;
                 if let Some(room) = &req.room {
                     protocol::validate_room(room)?;
@@ -667,11 +647,11 @@ pub async fn on_search(State(chat): State<ChatState>, request: Request, TryData(
         .await;
 }
 
-pub async fn on_typing(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_typing(State(chat): State<ChatState>, request: Request, payload: Payload) {
     // Typing needs no ack; a refusal still reaches the client as an `error` event.
     request
         .handle(chat, event::TYPING, Cost::Typing, |chat, peer| async move {
-            let req: TypingRequest = parse(data)?;
+            let req: TypingRequest = payload.decode()?;
             if !peer.conn.is_in(&req.room) || !chat.rooms.typing(&req.room, &peer, req.typing) {
                 return Err(not_joined(&req.room));
             }
@@ -680,10 +660,10 @@ pub async fn on_typing(State(chat): State<ChatState>, request: Request, TryData(
         .await;
 }
 
-pub async fn on_leave(State(chat): State<ChatState>, request: Request, TryData(data): Data) {
+pub async fn on_leave(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::LEAVE, Cost::Request, |chat, peer| async move {
-            let req: LeaveRequest = parse(data)?;
+            let req: LeaveRequest = payload.decode()?;
             if !chat.rooms.leave(&peer, &req.room, Departure::Leave) {
                 return Err(not_joined(&req.room));
             }

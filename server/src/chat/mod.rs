@@ -13,6 +13,7 @@ mod connection;
 mod handlers;
 mod identities;
 pub mod limits;
+mod ok_reply;
 mod outlet;
 mod request;
 mod rooms;

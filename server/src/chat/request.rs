@@ -5,12 +5,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use app::protocol::{self, ErrorCode, ErrorNotice, ProtocolError};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::Value as PacketValue;
@@ -18,6 +19,7 @@ use socketioxide::socket::Socket;
 
 use super::connection::{connection_of, Bucket, Peer};
 use super::limits::{retry_after_ms, ClientBudget};
+use super::ok_reply::ok_reply;
 use super::outlet::{shared_json, Outgoing};
 use super::{disconnect_flooder, ChatState};
 
@@ -81,6 +83,48 @@ impl FromMessageParts<LocalAdapter> for Request {
     }
 }
 
+/// A request's payload: the JSON text of its event's first argument, read into the
+/// request's type by [`Payload::decode`] when its turn comes (see
+/// `protocol::event_payload` for why not socketioxide's `TryData`).
+pub struct Payload(Option<Box<str>>);
+
+impl FromMessageParts<LocalAdapter> for Payload {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        _: &Arc<Socket<LocalAdapter>>,
+        v: &mut PacketValue,
+        _: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        // Banter's sockets use the common (JSON) parser, whose packets are text; a binary
+        // packet has no payload the contract knows.
+        let payload = match v {
+            PacketValue::Str(data, _) => protocol::event_payload(data.as_str()).map(Box::from),
+            PacketValue::Bytes(_) => None,
+        };
+        Ok(Payload(payload))
+    }
+}
+
+impl Payload {
+    /// The payload read into its request type; a missing one or any other shape is
+    /// `bad_request`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ProtocolError> {
+        match &self.0 {
+            Some(json) => protocol::decode_request(json),
+            None => Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                "the request needs a JSON object payload",
+            )),
+        }
+    }
+
+    /// Whether the request came with a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.0.as_deref().is_some_and(|json| json.starts_with('{'))
+    }
+}
+
 /// The outcome of the rate limits for one request.
 enum Throttle {
     Pass,
@@ -91,7 +135,27 @@ enum Throttle {
 
 impl Request {
     /// Waits for this connection's earlier requests to finish, does the work, and answers.
-    pub async fn handle<T, F, Fut>(self, chat: ChatState, event: &str, cost: Cost, work: F)
+    ///
+    /// Boxed: socketioxide spawns a task for every packet and moves the handler's future
+    /// into it, and the future of a whole request (its turn, the limits, the work, the
+    /// answer) is kilobytes, copied at the spawn and again as the task stores its result.
+    /// Boxed, the handler's own future holds its arguments and a pointer.
+    pub fn handle<'a, T, F, Fut>(
+        self,
+        chat: ChatState,
+        event: &'a str,
+        cost: Cost,
+        work: F,
+    ) -> Pin<Box<impl Future<Output = ()> + 'a>>
+    where
+        T: Serialize + 'a,
+        F: FnOnce(ChatState, Peer) -> Fut + 'a,
+        Fut: Future<Output = Result<T, ProtocolError>> + 'a,
+    {
+        Box::pin(self.run(chat, event, cost, work))
+    }
+
+    async fn run<T, F, Fut>(self, chat: ChatState, event: &str, cost: Cost, work: F)
     where
         T: Serialize,
         F: FnOnce(ChatState, Peer) -> Fut,
@@ -165,23 +229,6 @@ impl Request {
     }
 }
 
-/// `{"ok":true, ...the body's fields}`: the body serialized as it is, with `"ok":true`
-/// put in front of its fields. The same JSON as a struct with `ok` and a
-/// `#[serde(flatten)]` body, without serde's flatten, which goes through a map serializer
-/// field by field and cost a fifth of answering a message. `None` if the body is not a
-/// JSON object (every reply type is a struct) or does not serialize.
-fn ok_reply<T: Serialize>(body: &T) -> Option<Box<RawValue>> {
-    let body = serde_json::to_string(body).ok()?;
-    let fields = body.strip_prefix('{')?;
-    let mut json = String::with_capacity(body.len() + 10);
-    json.push_str("{\"ok\":true");
-    if fields != "}" {
-        json.push(',');
-    }
-    json.push_str(fields);
-    RawValue::from_string(json).ok()
-}
-
 /// Applies the rate limits to one request, in arrival order (the caller holds the
 /// connection's turn). A refusal of a request that arrived before the wait it had been
 /// given was over counts against the connection; too many of those disconnect it.
@@ -231,41 +278,60 @@ async fn throttle(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use app::protocol::{EmptyReply, Message, SendReply};
+    use std::cell::Cell;
+    use std::fmt::Display;
 
-    #[derive(Serialize)]
-    struct Flattened<'a, T: Serialize> {
-        ok: bool,
-        #[serde(flatten)]
-        body: &'a T,
+    use serde::de::{DeserializeSeed, IntoDeserializer, SeqAccess, Visitor};
+
+    thread_local! {
+        static ERRORS_MADE: Cell<usize> = const { Cell::new(0) };
     }
 
-    fn flattened<T: Serialize>(body: &T) -> String {
-        serde_json::to_string(&Flattened { ok: true, body }).unwrap()
+    /// A deserializer error that counts how many are made.
+    #[derive(Debug)]
+    struct Counted;
+    impl Display for Counted {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("counted")
+        }
+    }
+    impl std::error::Error for Counted {}
+    impl serde::de::Error for Counted {
+        fn custom<T: Display>(_: T) -> Self {
+            ERRORS_MADE.with(|made| made.set(made.get() + 1));
+            Counted
+        }
     }
 
+    /// `["message", 7]`, as a sequence.
+    struct TwoElements(usize);
+    impl<'de> SeqAccess<'de> for TwoElements {
+        type Error = Counted;
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, Counted> {
+            self.0 += 1;
+            match self.0 {
+                1 => seed.deserialize("message".into_deserializer()).map(Some),
+                2 => seed.deserialize(7u32.into_deserializer()).map(Some),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    /// socketioxide-core 0.20's `FirstElement`, through which socketioxide reads every
+    /// packet's event name (and `TryData` its payload), builds its "first element not
+    /// found" error with `ok_or`, eagerly, also when the element is there: a serde_json
+    /// error costs an allocation and a search of its message, about 800 instructions a
+    /// packet. Banter reads payloads itself (`Payload`, `protocol::event_payload`); the
+    /// event name still goes through it. When this fails, upstream has fixed it (`ok_or_else`).
     #[test]
-    fn an_ok_reply_is_what_a_flattened_struct_gives() {
-        let message = SendReply {
-            message: Message {
-                id: 7,
-                room: "general".into(),
-                author: "ann \"the\" {brace}".into(),
-                text: "}{ \\ ünï".into(),
-                ts: 1,
-                client_id: "c-1".into(),
-                ..Message::default()
-            },
-        };
-        assert_eq!(ok_reply(&message).unwrap().get(), flattened(&message));
-        assert_eq!(
-            ok_reply(&EmptyReply {}).unwrap().get(),
-            flattened(&EmptyReply {})
-        );
-        assert_eq!(ok_reply(&EmptyReply {}).unwrap().get(), r#"{"ok":true}"#);
-        // Not an object: no reply rather than a broken one.
-        assert!(ok_reply(&5).is_none());
-        assert!(ok_reply(&vec![1]).is_none());
+    fn pinned_upstream_first_element_makes_an_error_for_every_packet() {
+        let found = socketioxide_core::parser::FirstElement::<String>::default()
+            .visit_seq(TwoElements(0))
+            .unwrap();
+        assert_eq!(found, "message");
+        assert_eq!(ERRORS_MADE.with(Cell::get), 1);
     }
 }

@@ -231,7 +231,9 @@ impl Room {
 }
 
 pub struct Rooms {
-    map: Mutex<HashMap<String, Arc<RoomCell>>>,
+    /// Looked up on every request. Keyed by names clients chose: foldhash is seeded per
+    /// process, so they cannot aim names at one bucket, and costs a fraction of SipHash.
+    map: Mutex<HashMap<String, Arc<RoomCell>, foldhash::fast::RandomState>>,
     grace: Duration,
     cluster: Option<Arc<Cluster>>,
 }

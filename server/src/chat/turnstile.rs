@@ -25,7 +25,8 @@ pub struct Turnstile {
 #[derive(Default)]
 struct Queue {
     now_serving: u64,
-    waiting: HashMap<u64, oneshot::Sender<()>>,
+    /// Tickets are the server's own numbers: a fast hash is safe.
+    waiting: HashMap<u64, oneshot::Sender<()>, foldhash::fast::RandomState>,
 }
 
 impl Turnstile {
