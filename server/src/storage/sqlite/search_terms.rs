@@ -24,15 +24,8 @@
 /// the order they first occur, separated by spaces. Words shorter than three characters
 /// give none.
 pub fn index_terms(text: &str) -> String {
-    // Most messages are ASCII, whose lower case needs no tables (the same result as
-    // `to_lowercase`, which the query side and the text check use).
-    let lower = if text.is_ascii() {
-        text.to_ascii_lowercase()
-    } else {
-        text.to_lowercase()
-    };
-    let mut seen = TokenSet::for_at_most(lower.len());
-    let mut terms = String::with_capacity(lower.len() * (TOKEN_CHARS + 1));
+    let mut seen = TokenSet::for_at_most(text.len());
+    let mut terms = String::with_capacity(text.len() * (TOKEN_CHARS + 1));
     let mut add = |hash: u64| {
         let token = token_of(hash);
         if seen.insert(token) {
@@ -42,13 +35,24 @@ pub fn index_terms(text: &str) -> String {
             push_token(&mut terms, token);
         }
     };
-    for word in lower.split_whitespace() {
-        if word.is_ascii() {
-            // One byte a character: the same runs as `for_each_trigram` finds.
-            for trigram in word.as_bytes().windows(3) {
-                add(fnv1a(trigram));
+    if text.is_ascii() {
+        // Most messages are ASCII: one byte a character, and lower case needs no tables
+        // (the same result as `to_lowercase`, which the query side and the text check
+        // use), so each byte is lowered as it is read, with no lowered copy. The words
+        // are `split_whitespace`'s: its ASCII whitespace includes the vertical tab, which
+        // `u8::is_ascii_whitespace` leaves out.
+        let whitespace = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+        for word in text.as_bytes().split(whitespace) {
+            for trigram in word.windows(3) {
+                add(fnv1a(&[
+                    trigram[0].to_ascii_lowercase(),
+                    trigram[1].to_ascii_lowercase(),
+                    trigram[2].to_ascii_lowercase(),
+                ]));
             }
-        } else {
+        }
+    } else {
+        for word in text.to_lowercase().split_whitespace() {
             for_each_trigram(word, &mut add);
         }
     }
@@ -270,6 +274,7 @@ mod tests {
             "Deploy on FRIDAY, 100% sure",
             "mixed Ünïcode and ascii words",
             "ab abc abcd\tTAB\nnew line",
+            "vertical\u{b}tab\u{c}feed\r\nend  two",
             "x",
             "",
         ] {
