@@ -18,6 +18,7 @@
 use std::sync::{Arc, Weak};
 
 use app::protocol::{ErrorCode, ProtocolError};
+use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,7 +31,15 @@ const QUEUE: usize = 8_192;
 /// Committed batches waiting to be delivered before the batcher waits for delivery.
 const COMMITTED: usize = 16;
 
-type Reply = oneshot::Sender<Result<Applied, ProtocolError>>;
+type Reply = oneshot::Sender<Result<Answer, ProtocolError>>;
+
+/// What became of a change, for its sender.
+pub struct Answer {
+    pub applied: Applied,
+    /// The message's JSON as its room's other members on this node were sent it, when
+    /// they were: the sender's ack reuses the text instead of serializing it again.
+    pub shared: Option<Arc<RawValue>>,
+}
 
 struct Pending {
     change: Change,
@@ -77,11 +86,7 @@ impl Batcher {
     }
 
     /// Commits a change and returns what became of it, once it is delivered to the room.
-    pub async fn submit(
-        &self,
-        change: Change,
-        from: Option<Sid>,
-    ) -> Result<Applied, ProtocolError> {
+    pub async fn submit(&self, change: Change, from: Option<Sid>) -> Result<Answer, ProtocolError> {
         let _in_flight = self.in_flight.begin();
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -152,6 +157,7 @@ async fn deliver(chat: Weak<Chat>, mut batches: mpsc::Receiver<Committed>) {
     while let Some(Committed { results, waiters }) = batches.recv().await {
         let Some(chat) = chat.upgrade() else { return };
         for (applied, (is_post, from, reply)) in results.into_iter().zip(waiters) {
+            let mut shared = None;
             if let Applied::Stored(message) = &applied {
                 let counter = if is_post {
                     &chat.metrics.messages_stored
@@ -159,9 +165,9 @@ async fn deliver(chat: Weak<Chat>, mut batches: mpsc::Receiver<Committed>) {
                     &chat.metrics.changes_stored
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                chat.deliver(message, is_post, from);
+                shared = chat.deliver(message, is_post, from);
             }
-            let _ = reply.send(Ok(applied));
+            let _ = reply.send(Ok(Answer { applied, shared }));
         }
     }
 }

@@ -3,6 +3,7 @@
 //! through the shared state: names (`identities`), rooms, the batcher, storage. Order,
 //! rate limits and answering are `request.rs`'s.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use app::protocol::{
@@ -13,6 +14,8 @@ use app::protocol::{
     MAX_REPLY_BYTES, MAX_ROOMS_PAGE, MAX_SEARCH_RESULTS, MAX_WATCHED_ROOMS, ROOMS_PAGE,
     SEARCH_RESULTS,
 };
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::value::RawValue;
 use socketioxide::extract::{Event, State};
 use socketioxide::socket::DisconnectReason;
 
@@ -306,7 +309,7 @@ async fn change(
     room: String,
     client_id: String,
     kind: ChangeKind,
-) -> Result<SendReply, ProtocolError> {
+) -> Result<MessageReply, ProtocolError> {
     let change = Change {
         room,
         owner: speaker.owner,
@@ -315,11 +318,40 @@ async fn change(
         ts: now_ms(),
         kind,
     };
-    match chat.batcher.submit(change, Some(peer.sid())).await? {
-        Applied::Stored(message) | Applied::Duplicate(message) | Applied::Unchanged(message) => {
-            Ok(SendReply { message })
+    let answer = chat.batcher.submit(change, Some(peer.sid())).await?;
+    match (answer.applied, answer.shared) {
+        (Applied::Stored(_), Some(json)) => Ok(MessageReply::Shared(json)),
+        (
+            Applied::Stored(message) | Applied::Duplicate(message) | Applied::Unchanged(message),
+            _,
+        ) => Ok(MessageReply::Typed(SendReply { message })),
+        (Applied::Refused(refusal), _) => Err(refused(refusal)),
+    }
+}
+
+/// The ack of `message`, `edit`, `delete` and `react`: a [`SendReply`], written from the
+/// JSON the room's other members were sent when there is one, so that a message is
+/// serialized once for everyone it reaches, its sender included.
+// Lives only until the ack is written; boxing the large variant would cost every ack
+// that goes to nobody else an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum MessageReply {
+    Typed(SendReply),
+    /// A `Message` as `shared_json` wrote it.
+    Shared(Arc<RawValue>),
+}
+
+impl Serialize for MessageReply {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MessageReply::Typed(reply) => reply.serialize(serializer),
+            MessageReply::Shared(message) => {
+                // SendReply's one field, under its name.
+                let mut reply = serializer.serialize_struct("SendReply", 1)?;
+                reply.serialize_field("message", &**message)?;
+                reply.end()
+            }
         }
-        Applied::Refused(refusal) => Err(refused(refusal)),
     }
 }
 
@@ -696,4 +728,37 @@ pub async fn on_disconnect(
         return;
     };
     chat.forget(&Peer { socket, conn });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ok_reply::ok_reply;
+    use crate::chat::outlet::shared_json;
+    use app::protocol::Message;
+
+    #[test]
+    fn an_ack_from_the_shared_json_is_the_typed_ack() {
+        let message = Message {
+            id: 12,
+            room: "general".into(),
+            author: "Zoë \"z\"".into(),
+            text: "**hi** <b>\u{1F600}</b>\n".into(),
+            ts: 1_700_000_000_000,
+            client_id: "c-12".into(),
+            reply_to: Some(app::protocol::ReplyPreview {
+                id: 3,
+                author: "ann".into(),
+                excerpt: "earlier".into(),
+                deleted: false,
+            }),
+            ..Message::default()
+        };
+        let shared = MessageReply::Shared(shared_json(&message).unwrap());
+        let typed = MessageReply::Typed(SendReply { message });
+        assert_eq!(
+            ok_reply(&shared).unwrap().get(),
+            ok_reply(&typed).unwrap().get()
+        );
+    }
 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use app::protocol::{self, event, ConnectAuth, ErrorCode, Message, ProtocolError};
+use serde_json::value::RawValue;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
@@ -397,34 +398,49 @@ impl Chat {
 
     /// Sends a committed change to its room (and its watchers): `message` for a new
     /// message, `updated` for a change to one; not to the connection that made it.
-    fn deliver(&self, message: &Message, is_post: bool, from: Option<socketioxide::socket::Sid>) {
+    /// Delivers a committed change; returns the message's JSON when this node sent it to
+    /// anyone now (see [`Chat::deliver_here`]).
+    fn deliver(
+        &self,
+        message: &Message,
+        is_post: bool,
+        from: Option<socketioxide::socket::Sid>,
+    ) -> Option<Arc<RawValue>> {
         if is_post {
             self.watchers.posted(&self.rooms, message);
         }
         match &self.cluster {
             // In sequence with the other nodes' changes, through the room's feed.
-            Some(cluster) => cluster.committed(message, is_post, from),
+            Some(cluster) => {
+                cluster.committed(message, is_post, from);
+                None
+            }
             None => self.deliver_here(message, is_post, from),
         }
     }
 
     /// Sends a change to this node's members of its room, now.
+    ///
+    /// Returns the message's JSON when any member was sent it: the sender's ack is written
+    /// from the same text, so a message is serialized once however it is answered.
     pub fn deliver_here(
         &self,
         message: &Message,
         is_post: bool,
         from: Option<socketioxide::socket::Sid>,
-    ) {
+    ) -> Option<Arc<RawValue>> {
         let event = if is_post {
             event::MESSAGE
         } else {
             event::UPDATED
         };
-        self.rooms.with(&message.room, |room| {
-            room.has_messages = true;
-            // Serialized once for every member.
-            room.send_all(from, event, message);
-        });
+        self.rooms
+            .with(&message.room, |room| {
+                room.has_messages = true;
+                // Serialized once for every member.
+                room.send_all(from, event, message)
+            })
+            .flatten()
     }
 
     /// A message posted on another node, for this node's watchers of its room.

@@ -167,20 +167,21 @@ impl Room {
     }
 
     /// Sends an event to every connection in the room but `except`.
+    /// Sends `data` to every member but `except`; returns its JSON when anyone was sent
+    /// it (the sender's ack can reuse it).
     pub fn send_all<T: serde::Serialize + ?Sized>(
         &self,
         except: Option<Sid>,
         event: &'static str,
         data: &T,
-    ) {
+    ) -> Option<Arc<serde_json::value::RawValue>> {
         // Nobody to tell (the sender alone in the room): nothing to serialize.
         if !self.peers().any(|p| Some(p.sid()) != except) {
-            return;
+            return None;
         }
-        let Some(json) = shared_json(data) else {
-            return;
-        };
+        let json = shared_json(data)?;
         self.send_shared(except, event, &json, |_| true);
+        Some(json)
     }
 
     fn send_shared(
@@ -283,7 +284,7 @@ impl Rooms {
     /// Another node's typing notice, for this node's members of the room.
     pub fn remote_typing(&self, notice: &TypingNotice) {
         self.with(&notice.room, |room| {
-            room.send_all(None, event::TYPING, notice)
+            room.send_all(None, event::TYPING, notice);
         });
     }
 
