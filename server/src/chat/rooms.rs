@@ -166,9 +166,8 @@ impl Room {
             .collect()
     }
 
-    /// Sends an event to every connection in the room but `except`.
-    /// Sends `data` to every member but `except`; returns its JSON when anyone was sent
-    /// it (the sender's ack can reuse it).
+    /// Sends an event to every connection in the room but `except`; returns its JSON
+    /// when anyone was sent it (the sender's ack can reuse it).
     pub fn send_all<T: serde::Serialize + ?Sized>(
         &self,
         except: Option<Sid>,
