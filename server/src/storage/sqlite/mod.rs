@@ -1373,10 +1373,13 @@ mod tests {
                     stat[close + 2..].split(' ').nth(16)?.parse().ok()
                 })
         };
-        // Each thread lowers its own priority as it starts.
+        // Each thread lowers its own priority as it starts, and takes its name as it
+        // starts too: until then it has its parent's, so wait for all three.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let niced = || [nice_of("sqlite-mover"), nice_of("sqlite-checkpoi")];
-        while niced() != [Some(10), Some(10)] && std::time::Instant::now() < deadline {
+        while (niced() != [Some(10), Some(10)] || nice_of("sqlite-appender").is_none())
+            && std::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         // Thread names are cut to 15 bytes.
