@@ -62,8 +62,15 @@ struct PendingPresence {
 
 #[derive(Default)]
 pub struct Room {
-    /// In the order they arrived.
+    /// In the order they arrived. Added and removed only through [`Room::add_person`]
+    /// and [`Room::remove_person`], which keep `index`.
     people: Vec<Person>,
+    /// Where each person is in `people`, by key. Every join, every other node's arrival
+    /// and every online count looks people up by key; a scan made a crowd of N joining
+    /// cost N² steps, and with other nodes' people (each checked against this node's) N²
+    /// per join. Removing someone shifts the positions after them: O(N), as the removal
+    /// from `people` itself is.
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Whether storage holds a message of this room (kept in the room list then).
     pub has_messages: bool,
     pending: PendingPresence,
@@ -109,7 +116,37 @@ pub enum Departure {
 
 impl Room {
     fn person(&self, key: &str) -> Option<usize> {
-        self.people.iter().position(|p| p.key == key)
+        self.index.get(key).copied()
+    }
+
+    fn add_person(&mut self, person: Person) {
+        self.index.insert(person.key.clone(), self.people.len());
+        self.people.push(person);
+    }
+
+    fn remove_person(&mut self, at: usize) -> Person {
+        let person = self.people.remove(at);
+        self.index.remove(&person.key);
+        for position in self.index.values_mut() {
+            if *position > at {
+                *position -= 1;
+            }
+        }
+        person
+    }
+
+    /// The person with the connection `sid`: looked up by `key` when the caller knows
+    /// whose connection it is, else found by a scan.
+    fn person_with(&self, sid: Sid, key: Option<&str>) -> Option<usize> {
+        let has = |index: usize| {
+            self.people[index]
+                .members
+                .iter()
+                .any(|m| m.peer.sid() == sid)
+        };
+        key.and_then(|key| self.person(key))
+            .filter(|&index| has(index))
+            .or_else(|| (0..self.people.len()).find(|&index| has(index)))
     }
 
     fn member_mut(&mut self, sid: Sid) -> Option<&mut Member> {
@@ -416,7 +453,7 @@ impl Rooms {
                     person.members.push(member);
                 }
                 None => {
-                    room.people.push(Person {
+                    room.add_person(Person {
                         key: speaker.key.clone(),
                         name: speaker.name.clone(),
                         members: vec![member],
@@ -443,15 +480,19 @@ impl Rooms {
 
     /// Takes a connection out of a room; false if it was not there.
     pub fn leave(self: &Arc<Self>, peer: &Peer, name: &str, how: Departure) -> bool {
-        {
+        let key = {
             let mut membership = peer.conn.membership();
             let before = membership.rooms.len();
             membership.rooms.retain(|r| r != name);
             if membership.rooms.len() == before {
                 return false;
             }
-        }
-        self.remove_member(peer.sid(), name, how);
+            membership
+                .speaker
+                .as_ref()
+                .map(|speaker| speaker.key.clone())
+        };
+        self.remove_member(peer.sid(), key.as_deref(), name, how);
         true
     }
 
@@ -466,20 +507,18 @@ impl Rooms {
                 membership.speaker.take(),
             )
         };
+        let key = speaker.as_ref().map(|speaker| speaker.key.as_str());
         for name in rooms {
-            self.remove_member(peer.sid(), &name, how);
+            self.remove_member(peer.sid(), key, &name, how);
         }
         speaker
     }
 
-    fn remove_member(self: &Arc<Self>, sid: Sid, name: &str, how: Departure) {
+    /// Takes the connection `sid` (of the person `key`, when known) out of a room.
+    fn remove_member(self: &Arc<Self>, sid: Sid, key: Option<&str>, name: &str, how: Departure) {
         let Some(cell) = self.get(name) else { return };
         let mut room = lock(&cell.state);
-        let Some(index) = room
-            .people
-            .iter()
-            .position(|p| p.members.iter().any(|m| m.peer.sid() == sid))
-        else {
+        let Some(index) = room.person_with(sid, key) else {
             return;
         };
         let person = &mut room.people[index];
@@ -509,7 +548,7 @@ impl Rooms {
         }
         match how {
             Departure::Leave => {
-                room.people.remove(index);
+                room.remove_person(index);
                 self.departed(&cell, &mut room, &key, &person_name);
             }
             Departure::Dropped => {
@@ -540,7 +579,7 @@ impl Rooms {
         {
             return;
         }
-        let person = room.people.remove(index);
+        let person = room.remove_person(index);
         self.departed(cell, &mut room, key, &person.name);
         let empty = room.people.is_empty();
         drop(room);
@@ -684,5 +723,52 @@ impl Rooms {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(key: &str) -> Person {
+        Person {
+            key: key.to_owned(),
+            name: key.to_uppercase(),
+            members: Vec::new(),
+            departing: None,
+        }
+    }
+
+    /// Every person is found at their place in `people`, and nobody else is found.
+    fn assert_indexed(room: &Room, gone: &[&str]) {
+        assert_eq!(room.index.len(), room.people.len());
+        for (at, person) in room.people.iter().enumerate() {
+            assert_eq!(room.person(&person.key), Some(at), "{}", person.key);
+        }
+        for key in gone {
+            assert_eq!(room.person(key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn people_are_found_by_key_through_arrivals_and_departures() {
+        let mut room = Room::default();
+        for key in ["a", "b", "c", "d", "e"] {
+            room.add_person(person(key));
+        }
+        assert_indexed(&room, &[]);
+        assert_eq!(room.remove_person(1).key, "b");
+        assert_indexed(&room, &["b"]);
+        assert_eq!(room.remove_person(3).key, "e");
+        assert_eq!(room.remove_person(0).key, "a");
+        assert_indexed(&room, &["a", "b", "e"]);
+        room.add_person(person("b"));
+        assert_indexed(&room, &["a", "e"]);
+        let order: Vec<&str> = room.people.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(order, ["c", "d", "b"], "arrival order is kept");
+        while !room.people.is_empty() {
+            room.remove_person(0);
+        }
+        assert_indexed(&room, &["a", "b", "c", "d", "e"]);
     }
 }
