@@ -445,13 +445,13 @@ async fn reads_do_not_starve_sends() {
         sender.say("busy", &format!("seed {n}")).await;
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for r in 0..4 {
-        let stop = stop.clone();
+        let (stop, reads) = (stop.clone(), reads.clone());
         readers.push(tokio::spawn(async move {
             let reader = Client::connect(addr, &format!("reader{r}")).await;
             reader.join(&format!("reader{r}"), "busy").await;
-            let mut reads = 0;
             while !stop.load(Ordering::Relaxed) {
                 let page = reader
                     .request(
@@ -460,25 +460,33 @@ async fn reads_do_not_starve_sends() {
                     )
                     .await;
                 assert_ok(&page, "a read");
-                reads += 1;
+                reads.fetch_add(1, Ordering::Relaxed);
             }
-            reads
         }));
     }
-    for n in 0..100 {
+    // The readers at work first; then sends go on until at least 100 were made and the
+    // readers did 20 more reads meanwhile, however fast either side is on this machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reads.load(Ordering::Relaxed) < 4 {
+        assert!(Instant::now() < deadline, "the readers never read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = reads.load(Ordering::Relaxed);
+    let mut sent = 0;
+    while sent < 100 || reads.load(Ordering::Relaxed) < before + 20 {
+        assert!(Instant::now() < deadline, "the readers stalled");
         let started = Instant::now();
-        sender.say("busy", &format!("during reads {n}")).await;
+        sender.say("busy", &format!("during reads {sent}")).await;
         assert!(
             started.elapsed() < support::ACK_TIMEOUT,
             "a send waited on reads"
         );
+        sent += 1;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut reads = 0;
     for reader in readers {
-        reads += reader.await.unwrap();
+        reader.await.unwrap();
     }
-    assert!(reads > 20, "the readers ran ({reads} reads)");
 }
 
 /// A second `banter` on the same database exits at once, naming the first.
