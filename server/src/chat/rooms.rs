@@ -75,8 +75,17 @@ pub struct Room {
     pub has_messages: bool,
     pending: PendingPresence,
     departures: u64,
-    /// People in this room on other nodes, (key, name).
+    /// People in this room on other nodes, (key, name), in the order they came. Changed
+    /// only through [`Room::with_remote`] and [`Room::set_remote`], which keep the two
+    /// counts below.
     remote: Vec<(String, String)>,
+    /// How many entries of `remote` have each key: "is this person elsewhere?" without a
+    /// scan.
+    remote_keys: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// Entries of `remote` whose person is also here: the online count is then
+    /// `people + remote - this`, kept as people come and go instead of checking every
+    /// remote person against this node's on every join.
+    remote_also_here: usize,
     /// Members on protocol 1, told of each join and departure at once. Counted so that a
     /// join in a room without any (the usual case: browsers ask for protocol 2) does not
     /// scan every member: that made a crowd of N cost N² steps. Raised for every member
@@ -120,6 +129,7 @@ impl Room {
     }
 
     fn add_person(&mut self, person: Person) {
+        self.remote_also_here += self.remote_keys.get(&person.key).copied().unwrap_or(0);
         self.index.insert(person.key.clone(), self.people.len());
         self.people.push(person);
     }
@@ -127,6 +137,7 @@ impl Room {
     fn remove_person(&mut self, at: usize) -> Person {
         let person = self.people.remove(at);
         self.index.remove(&person.key);
+        self.remote_also_here -= self.remote_keys.get(&person.key).copied().unwrap_or(0);
         for position in self.index.values_mut() {
             if *position > at {
                 *position -= 1;
@@ -178,12 +189,45 @@ impl Room {
     }
 
     fn is_elsewhere(&self, key: &str) -> bool {
-        self.remote.iter().any(|(k, _)| k == key)
+        self.remote_keys.contains_key(key)
+    }
+
+    /// A room that other nodes' people are in already (a snapshot of the cluster's).
+    fn with_remote(remote: Vec<(String, String)>) -> Self {
+        let mut room = Room::default();
+        for (key, _) in &remote {
+            *room.remote_keys.entry(key.clone()).or_default() += 1;
+        }
+        room.remote = remote;
+        room
+    }
+
+    /// Another node's person is in the room now (`Some(name)`) or no longer (`None`).
+    fn set_remote(&mut self, key: &str, name: Option<&str>) {
+        let here = self.person(key).is_some();
+        if let Some(removed) = self.remote_keys.remove(key) {
+            self.remote.retain(|(k, _)| k != key);
+            if here {
+                self.remote_also_here -= removed;
+            }
+        }
+        if let Some(name) = name {
+            self.remote.push((key.to_owned(), name.to_owned()));
+            self.remote_keys.insert(key.to_owned(), 1);
+            if here {
+                self.remote_also_here += 1;
+            }
+        }
     }
 
     /// People online (departing ones included, within their grace), on every node.
     pub fn online(&self) -> usize {
-        self.people.len() + self.only_remote().count()
+        debug_assert_eq!(
+            self.remote_also_here,
+            self.remote.len() - self.only_remote().count(),
+            "remote_also_here drifted"
+        );
+        self.people.len() + self.remote.len() - self.remote_also_here
     }
 
     pub fn member_names(&self) -> Vec<String> {
@@ -308,10 +352,7 @@ impl Rooms {
     ) {
         let Some(cell) = self.get(name) else { return };
         let mut room = lock(&cell.state);
-        room.remote.retain(|(k, _)| k != key);
-        if arrived {
-            room.remote.push((key.to_owned(), person.to_owned()));
-        }
+        room.set_remote(key, arrived.then_some(person));
         if room.person(key).is_none() && room.announce(name, person, arrived, announce, None) {
             self.schedule_presence(&cell);
         }
@@ -345,10 +386,7 @@ impl Rooms {
                     .unwrap_or_default();
                 Arc::new(RoomCell {
                     name: name.to_owned(),
-                    state: Mutex::new(Room {
-                        remote,
-                        ..Room::default()
-                    }),
+                    state: Mutex::new(Room::with_remote(remote)),
                 })
             })
             .clone()
@@ -770,5 +808,41 @@ mod tests {
             room.remove_person(0);
         }
         assert_indexed(&room, &["a", "b", "c", "d", "e"]);
+    }
+
+    fn names(room: &Room) -> Vec<String> {
+        let mut names = room.member_names();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn online_counts_each_person_once_on_every_node() {
+        // "b" is here and on another node, "x" only on another node.
+        let mut room = Room::with_remote(vec![("b".into(), "B".into()), ("x".into(), "X".into())]);
+        assert_eq!(room.online(), 2);
+        room.add_person(person("a"));
+        room.add_person(person("b"));
+        assert_eq!(room.online(), 3);
+        assert_eq!(names(&room), ["A", "B", "X"]);
+        assert!(room.is_elsewhere("b") && !room.is_elsewhere("a"));
+        // Another node's "a" arrives, "x" leaves it, "y" arrives; "b" leaves there.
+        room.set_remote("a", Some("A"));
+        room.set_remote("x", None);
+        room.set_remote("y", Some("Y"));
+        room.set_remote("b", None);
+        assert_eq!(room.online(), 3);
+        assert_eq!(names(&room), ["A", "B", "Y"]);
+        // "a" leaves here but is still elsewhere; "b" leaves here and is gone.
+        let at = room.person("a").unwrap();
+        room.remove_person(at);
+        let at = room.person("b").unwrap();
+        room.remove_person(at);
+        assert_eq!(room.online(), 2);
+        assert_eq!(names(&room), ["A", "Y"]);
+        assert!(!room.is_elsewhere("x"));
+        // Arriving twice elsewhere counts once.
+        room.set_remote("y", Some("Y"));
+        assert_eq!(room.online(), 2);
     }
 }
