@@ -6,6 +6,7 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 mod request_head;
 pub mod security;

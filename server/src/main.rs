@@ -30,7 +30,11 @@ enum StartError {
 }
 
 fn main() -> ExitCode {
+    let no_huge_pages = server::memory::without_huge_pages();
     server::logging::init();
+    if !no_huge_pages {
+        tracing::debug!("cannot turn transparent huge pages off; the server uses more memory");
+    }
     let config = server::Config::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
