@@ -1,7 +1,8 @@
 //! A lean load generator for a running Banter server: many senders post messages over real
 //! WebSockets and count acks; a few receivers per room only listen, counting fan-out and
 //! checking that each room's ids arrive in increasing order. Two other modes: a crowd
-//! (`--crowd N`: N clients join one room at once, then idle) and a busy day
+//! (`--crowd N`: N clients join one room at once, then idle; with `--then-restart`, the
+//! server restarts under them and they all come back, `load/restart.rs`) and a busy day
 //! (`--busy-day N`: N clients in many rooms, a few talking; `load/busy_day.rs`).
 //!
 //! It runs in a process of its own, so it measures the release binary rather than a
@@ -33,6 +34,8 @@ use app::protocol::{JoinReply, JoinRequest};
 
 #[path = "load/busy_day.rs"]
 mod busy_day;
+#[path = "load/restart.rs"]
+mod restart;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -88,6 +91,12 @@ struct Args {
     /// That server keeps no online list, so the count is not checked.
     #[arg(long)]
     seed_node: bool,
+    /// Crowd mode, then a restart: once the crowd is measured, create this file and wait
+    /// for whoever runs the tool to restart the server on the same address and database
+    /// and write its new process id into the file; every client reconnects and joins
+    /// again as the web client does (`load/restart.rs`).
+    #[arg(long)]
+    then_restart: Option<std::path::PathBuf>,
     /// Busy-day mode instead of senders: this many connections join `--busy-rooms` rooms
     /// (round robin, protocol 2 as browsers), then one in `--talker-every` of each room's
     /// people posts a message every `--message-every-ms` for `--busy-seconds`. Reports
@@ -277,37 +286,55 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
     let received = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(clients);
     let seed_node = args.seed_node;
+    if seed_node && args.then_restart.is_some() {
+        return Err(LoadError::Unexpected(
+            "--then-restart is for Banter: the tutorial server keeps nobody's name".into(),
+        ));
+    }
+    let rejoins = args
+        .then_restart
+        .as_ref()
+        .map(|_| Arc::new(restart::Rejoins::new(clients)));
     for i in 0..clients {
-        let (addr, permits, joined, stop, received) = (
+        let (addr, permits, joined, stop, received, rejoins) = (
             args.addr.clone(),
             permits.clone(),
             joined.clone(),
             stop.clone(),
             received.clone(),
+            rejoins.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let ws = {
+            let name = format!("c{i}");
+            let (ws, session) = {
                 let _permit = permits.acquire().await;
-                let name = format!("c{i}");
                 if seed_node {
-                    connect_seed_node(&addr, &name).await?
+                    (connect_seed_node(&addr, &name).await?, String::new())
                 } else {
-                    connect_and_join_reply(&addr, &name, room, protocol)
-                        .await?
-                        .0
+                    let (ws, reply) = connect_and_join_reply(&addr, &name, room, protocol).await?;
+                    (ws, reply.session)
                 }
             };
             joined.fetch_add(1, Ordering::Relaxed);
-            idle(ws, &stop, &received).await
+            let closed = idle(ws, &stop, &received).await;
+            match (rejoins, closed) {
+                (Some(rejoins), Err(LoadError::Closed)) => {
+                    let returning = restart::Returning {
+                        index: i,
+                        name: &name,
+                        room,
+                        session,
+                        protocol,
+                    };
+                    let ws = rejoins.rejoin(&addr, returning).await?;
+                    idle(ws, &stop, &received).await
+                }
+                (_, closed) => closed,
+            }
         }));
     }
     while joined.load(Ordering::Relaxed) < clients as u64 {
-        if let Some(done) = tasks.iter().position(|t| t.is_finished()) {
-            let task = tasks.swap_remove(done);
-            task.await
-                .map_err(|e| LoadError::Unexpected(e.to_string()))??;
-            return Err(LoadError::Closed);
-        }
+        fail_if_any_ended(&mut tasks).await?;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let joins = started.elapsed();
@@ -348,17 +375,63 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
         "the crowd received {} frames in all",
         received.load(Ordering::Relaxed)
     );
+    let mut outcome = expect_online(online, clients);
+    if let (Ok(()), Some(marker), Some(rejoins)) = (&outcome, &args.then_restart, &rejoins) {
+        outcome = restart_under_crowd(marker, rejoins, &mut tasks, &args.addr, clients).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.abort();
     }
-    if online != clients + 1 {
-        return Err(LoadError::Unexpected(format!(
-            "{online} online, expected {}",
-            clients + 1
-        )));
+    outcome
+}
+
+/// The restart: asks for it, waits until every client is back, then checks the count.
+async fn restart_under_crowd(
+    marker: &std::path::Path,
+    rejoins: &restart::Rejoins,
+    tasks: &mut Vec<tokio::task::JoinHandle<Result<(), LoadError>>>,
+    addr: &str,
+    clients: usize,
+) -> Result<(), LoadError> {
+    restart::ask_for_restart(marker)?;
+    while rejoins.back() < clients as u64 {
+        fail_if_any_ended(tasks).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rejoins.report(clients, marker).await?;
+    let online = probe_online(addr, "crowd", 2).await?.0;
+    println!(
+        "the restarted server counts {online} online (expected {}); every client kept its name",
+        clients + 1
+    );
+    expect_online(online, clients)
+}
+
+/// A crowd client's task ends only on failure (or when the tool stops them): returns its
+/// error, or that the connection closed.
+async fn fail_if_any_ended(
+    tasks: &mut Vec<tokio::task::JoinHandle<Result<(), LoadError>>>,
+) -> Result<(), LoadError> {
+    if let Some(done) = tasks.iter().position(|t| t.is_finished()) {
+        let task = tasks.swap_remove(done);
+        task.await
+            .map_err(|e| LoadError::Unexpected(e.to_string()))??;
+        return Err(LoadError::Closed);
     }
     Ok(())
+}
+
+/// The crowd and the probe, each counted once.
+fn expect_online(online: usize, clients: usize) -> Result<(), LoadError> {
+    if online == clients + 1 {
+        Ok(())
+    } else {
+        Err(LoadError::Unexpected(format!(
+            "{online} online, expected {}",
+            clients + 1
+        )))
+    }
 }
 
 /// Reads and answers heartbeats until stopped.
@@ -523,6 +596,26 @@ async fn connect_and_join_reply(
     room: &str,
     protocol: u32,
 ) -> Result<(Ws, JoinReply), LoadError> {
+    connect_and_send_join(addr, newcomer(name, room), protocol).await
+}
+
+/// A first join, as a page that never was in the room sends it.
+fn newcomer(name: &str, room: &str) -> JoinRequest {
+    JoinRequest {
+        name: name.to_owned(),
+        room: room.to_owned(),
+        since: None,
+        session: None,
+        resume: false,
+    }
+}
+
+/// Opens a Socket.IO connection as [`connect_and_join_reply`] does and sends `request`.
+async fn connect_and_send_join(
+    addr: &str,
+    request: JoinRequest,
+    protocol: u32,
+) -> Result<(Ws, JoinReply), LoadError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     // tungstenite zeroes its whole read buffer (128 KiB by default) before each read:
     // with frames this small that memset was most of the tool's CPU time.
@@ -550,13 +643,6 @@ async fn connect_and_join_reply(
             reported = true;
             match event {
                 SessionEvent::Connected { .. } => {
-                    let request = JoinRequest {
-                        name: name.to_owned(),
-                        room: room.to_owned(),
-                        since: None,
-                        session: None,
-                        resume: false,
-                    };
                     join = Some(session.request(now(), &request, Some(10_000)));
                 }
                 SessionEvent::Ack { id, args } if Some(id) == join => {
