@@ -229,11 +229,13 @@ pub struct LeaveRequest {
     pub room: String,
 }
 
+/// `Members` is the list of names as the server holds it: clients read a `Vec<String>`;
+/// the server writes a list it keeps serialized per room (the same JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinReply {
+pub struct JoinReply<Members = Vec<String>> {
     pub room: String,
     pub name: String,
-    pub members: Vec<String>,
+    pub members: Members,
     /// Oldest first.
     pub history: Vec<Message>,
     /// True when more messages followed `since` than `history` holds: page with

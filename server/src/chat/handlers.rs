@@ -22,7 +22,7 @@ use socketioxide::socket::DisconnectReason;
 use super::connection::{connection_of, Peer, SocketArc, Speaker};
 use super::limits::{retry_after_ms, ClientBudget};
 use super::request::{Cost, Payload, Request};
-use super::rooms::{Departure, JoinRefusal};
+use super::rooms::{Departure, JoinRefusal, ListedMembers};
 use super::{now_ms, unavailable, Chat, ChatState};
 use crate::storage::{Applied, Change, ChangeKind, ChangeRefusal, ReadLimit, RoomCursor};
 
@@ -53,7 +53,11 @@ pub async fn on_join(State(chat): State<ChatState>, request: Request, payload: P
         .await;
 }
 
-async fn join(chat: &Chat, peer: &Peer, payload: &Payload) -> Result<JoinReply, ProtocolError> {
+async fn join(
+    chat: &Chat,
+    peer: &Peer,
+    payload: &Payload,
+) -> Result<JoinReply<ListedMembers>, ProtocolError> {
     let req: JoinRequest = payload.decode()?;
     let name = protocol::validate_name(&req.name)?;
     protocol::validate_room(&req.room)?;

@@ -28,6 +28,7 @@ use app::protocol::{
     event, Presence, PresenceNotice, TypingNotice, MAX_MEMBERS_LISTED, PRESENCE_BATCH_MS,
     PROTOCOL_VERSION,
 };
+use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 
 use super::connection::{Peer, Speaker};
@@ -92,6 +93,26 @@ pub struct Room {
     /// added (one place, `Rooms::join`), lowered when one is removed; a count that stayed
     /// too high would only cost a scan.
     legacy_members: usize,
+    /// The names a join reply lists (`members`), serialized once and shared by every reply
+    /// until the list changes. A crowd of N joining one room asked for the list N times,
+    /// each a copy of up to [`MAX_MEMBERS_LISTED`] names; past that many people a newcomer
+    /// does not change the listed ones, so after the first few hundred joins the same
+    /// JSON serves them all. Dropped by every change that can alter the list:
+    /// [`Room::add_person`] and [`Room::remove_person`] within the listed ones, a rename
+    /// there ([`Room::rename_person`]), any change of other nodes' people while this node's
+    /// are fewer than the list holds ([`Room::set_remote`]). Debug builds check it against
+    /// a fresh list on every use.
+    listed: Option<Arc<RawValue>>,
+}
+
+/// The `members` of a join reply: a room's cached list (see `Room::listed`).
+#[derive(Debug, Clone)]
+pub struct ListedMembers(Arc<RawValue>);
+
+impl serde::Serialize for ListedMembers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 pub struct RoomCell {
@@ -110,7 +131,7 @@ pub enum JoinRefusal {
 
 pub struct Joined {
     /// Who is online (each person once), at most [`MAX_MEMBERS_LISTED`].
-    pub members: Vec<String>,
+    pub members: ListedMembers,
     pub online: usize,
 }
 
@@ -132,9 +153,17 @@ impl Room {
         self.remote_also_here += self.remote_keys.get(&person.key).copied().unwrap_or(0);
         self.index.insert(person.key.clone(), self.people.len());
         self.people.push(person);
+        // Listed when among the first; also, someone here and elsewhere leaves the list
+        // of other nodes' people, which follows this node's while they are fewer.
+        if self.people.len() <= MAX_MEMBERS_LISTED {
+            self.listed = None;
+        }
     }
 
     fn remove_person(&mut self, at: usize) -> Person {
+        if at < MAX_MEMBERS_LISTED {
+            self.listed = None;
+        }
         let person = self.people.remove(at);
         self.index.remove(&person.key);
         self.remote_also_here -= self.remote_keys.get(&person.key).copied().unwrap_or(0);
@@ -202,8 +231,20 @@ impl Room {
         room
     }
 
+    fn rename_person(&mut self, at: usize, name: &str) {
+        if self.people[at].name != name {
+            self.people[at].name = name.to_owned();
+            if at < MAX_MEMBERS_LISTED {
+                self.listed = None;
+            }
+        }
+    }
+
     /// Another node's person is in the room now (`Some(name)`) or no longer (`None`).
     fn set_remote(&mut self, key: &str, name: Option<&str>) {
+        if self.people.len() < MAX_MEMBERS_LISTED {
+            self.listed = None;
+        }
         let here = self.person(key).is_some();
         if let Some(removed) = self.remote_keys.remove(key) {
             self.remote.retain(|(k, _)| k != key);
@@ -230,13 +271,34 @@ impl Room {
         self.people.len() + self.remote.len() - self.remote_also_here
     }
 
-    pub fn member_names(&self) -> Vec<String> {
-        self.people
+    /// Who is online (each person once, in the order they came, this node's first), at
+    /// most [`MAX_MEMBERS_LISTED`]: the cached list, made again after a change.
+    pub fn listed_members(&mut self) -> ListedMembers {
+        if let Some(listed) = &self.listed {
+            debug_assert_eq!(
+                listed.get(),
+                self.fresh_list().get(),
+                "the cached member list missed a change"
+            );
+            return ListedMembers(listed.clone());
+        }
+        let listed = self.fresh_list();
+        self.listed = Some(listed.clone());
+        ListedMembers(listed)
+    }
+
+    fn fresh_list(&self) -> Arc<RawValue> {
+        let names: Vec<&str> = self
+            .people
             .iter()
-            .map(|p| p.name.clone())
-            .chain(self.only_remote().map(|(_, name)| name.clone()))
+            .map(|p| p.name.as_str())
+            .chain(self.only_remote().map(|(_, name)| name.as_str()))
             .take(MAX_MEMBERS_LISTED)
-            .collect()
+            .collect();
+        // A list of strings always serializes; were it not to, no names is still a list.
+        shared_json(&names).unwrap_or_else(|| {
+            Arc::from(RawValue::from_string("[]".to_owned()).expect("[] is JSON"))
+        })
     }
 
     /// Its people on this node, (key, name), for another node's snapshot.
@@ -485,9 +547,9 @@ impl Rooms {
                 Some(index) => {
                     // Another connection of someone here, or someone back within their
                     // grace: nobody is told.
+                    room.rename_person(index, &speaker.name);
                     let person = &mut room.people[index];
                     person.departing = None;
-                    person.name = speaker.name.clone();
                     person.members.push(member);
                 }
                 None => {
@@ -511,7 +573,7 @@ impl Rooms {
             membership.rooms.push(name.to_owned());
         }
         Ok(Joined {
-            members: room.member_names(),
+            members: room.listed_members(),
             online: room.online(),
         })
     }
@@ -810,10 +872,59 @@ mod tests {
         assert_indexed(&room, &["a", "b", "c", "d", "e"]);
     }
 
-    fn names(room: &Room) -> Vec<String> {
-        let mut names = room.member_names();
+    fn names(room: &mut Room) -> Vec<String> {
+        let mut names = listed(room);
         names.sort();
         names
+    }
+
+    /// The list a join reply carries, checked against one made afresh.
+    fn listed(room: &mut Room) -> Vec<String> {
+        let listed = room.listed_members().0;
+        assert_eq!(listed.get(), room.fresh_list().get(), "stale member list");
+        serde_json::from_str(listed.get()).unwrap()
+    }
+
+    #[test]
+    fn the_member_list_is_made_again_only_when_it_changes() {
+        let mut room = Room::with_remote(vec![("r1".into(), "R1".into())]);
+        assert_eq!(listed(&mut room), ["R1"]);
+        for i in 0..MAX_MEMBERS_LISTED + 10 {
+            room.add_person(person(&format!("p{i}")));
+            let names = listed(&mut room);
+            assert_eq!(names.len(), (i + 2).min(MAX_MEMBERS_LISTED));
+            assert_eq!(names[0], "P0");
+        }
+        // Past the listed ones, arrivals, departures and other nodes' people change nothing
+        // a reply shows: the same JSON serves every join.
+        let kept = room.listed_members().0;
+        room.add_person(person("late"));
+        room.remove_person(room.person("late").unwrap());
+        room.remove_person(MAX_MEMBERS_LISTED + 3);
+        room.set_remote("r2", Some("R2"));
+        assert!(Arc::ptr_eq(&kept, &room.listed_members().0));
+        // Within them, each change shows.
+        room.rename_person(1, "Renamed");
+        assert_eq!(listed(&mut room)[1], "Renamed");
+        room.remove_person(0);
+        let names = listed(&mut room);
+        assert_eq!(names[0], "Renamed");
+        assert_eq!(names.len(), MAX_MEMBERS_LISTED);
+        // Fewer people here than the list holds: other nodes' people follow them.
+        while room.people.len() > MAX_MEMBERS_LISTED - 3 {
+            room.remove_person(room.people.len() - 1);
+            listed(&mut room);
+        }
+        let names = listed(&mut room);
+        assert_eq!(names.len(), MAX_MEMBERS_LISTED - 1);
+        assert_eq!(names[names.len() - 2..], ["R1", "R2"]);
+        room.set_remote("r3", Some("R3"));
+        assert_eq!(listed(&mut room).last().map(String::as_str), Some("R3"));
+        // Someone here who is also elsewhere is listed once, as one of this node's.
+        room.add_person(person("r1"));
+        let names = listed(&mut room);
+        assert_eq!(names.iter().filter(|n| *n == "R1").count(), 1);
+        assert_eq!(names.len(), MAX_MEMBERS_LISTED);
     }
 
     #[test]
@@ -824,7 +935,7 @@ mod tests {
         room.add_person(person("a"));
         room.add_person(person("b"));
         assert_eq!(room.online(), 3);
-        assert_eq!(names(&room), ["A", "B", "X"]);
+        assert_eq!(names(&mut room), ["A", "B", "X"]);
         assert!(room.is_elsewhere("b") && !room.is_elsewhere("a"));
         // Another node's "a" arrives, "x" leaves it, "y" arrives; "b" leaves there.
         room.set_remote("a", Some("A"));
@@ -832,14 +943,14 @@ mod tests {
         room.set_remote("y", Some("Y"));
         room.set_remote("b", None);
         assert_eq!(room.online(), 3);
-        assert_eq!(names(&room), ["A", "B", "Y"]);
+        assert_eq!(names(&mut room), ["A", "B", "Y"]);
         // "a" leaves here but is still elsewhere; "b" leaves here and is gone.
         let at = room.person("a").unwrap();
         room.remove_person(at);
         let at = room.person("b").unwrap();
         room.remove_person(at);
         assert_eq!(room.online(), 2);
-        assert_eq!(names(&room), ["A", "Y"]);
+        assert_eq!(names(&mut room), ["A", "Y"]);
         assert!(!room.is_elsewhere("x"));
         // Arriving twice elsewhere counts once.
         room.set_remote("y", Some("Y"));
