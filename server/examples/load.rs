@@ -97,6 +97,10 @@ struct Args {
     /// again as the web client does (`load/restart.rs`).
     #[arg(long)]
     then_restart: Option<std::path::PathBuf>,
+    /// Crowd mode without the join: the clients connect (Socket.IO CONNECT) and idle, to
+    /// tell what a connection costs from what joining a room adds.
+    #[arg(long)]
+    connect_only: bool,
     /// Busy-day mode instead of senders: this many connections join `--busy-rooms` rooms
     /// (round robin, protocol 2 as browsers), then one in `--talker-every` of each room's
     /// people posts a message every `--message-every-ms` for `--busy-seconds`. Reports
@@ -291,6 +295,12 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
             "--then-restart is for Banter: the tutorial server keeps nobody's name".into(),
         ));
     }
+    let connect_only = args.connect_only;
+    if connect_only && (seed_node || args.then_restart.is_some()) {
+        return Err(LoadError::Unexpected(
+            "--connect-only is for Banter, without --then-restart".into(),
+        ));
+    }
     let rejoins = args
         .then_restart
         .as_ref()
@@ -310,6 +320,11 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
                 let _permit = permits.acquire().await;
                 if seed_node {
                     (connect_seed_node(&addr, &name).await?, String::new())
+                } else if connect_only {
+                    (
+                        connect_and_send_join(&addr, None, protocol).await?.0,
+                        String::new(),
+                    )
                 } else {
                     let (ws, reply) = connect_and_join_reply(&addr, &name, room, protocol).await?;
                     (ws, reply.session)
@@ -347,14 +362,23 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
     } else {
         probe_online(&args.addr, room, protocol).await?.0
     };
+    // Those who joined, and the newcomer who asked.
+    let expected = if connect_only { 1 } else { clients + 1 };
+    if connect_only {
+        println!(
+            "crowd of {clients} clients connecting without joining, {} at a time",
+            args.crowd_concurrency
+        );
+    } else {
+        println!(
+            "crowd of {clients} clients joining one room, {} at a time",
+            args.crowd_concurrency
+        );
+    }
     println!(
-        "crowd of {clients} clients joining one room, {} at a time",
-        args.crowd_concurrency
-    );
-    println!(
-        "all joined after {:.2} s; the server counts {online} online (expected {})",
+        "all {} after {:.2} s; the server counts {online} online (expected {expected})",
+        if connect_only { "connected" } else { "joined" },
         joins.as_secs_f64(),
-        clients + 1
     );
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         println!(
@@ -375,7 +399,7 @@ async fn crowd(args: &Args, clients: usize) -> Result<(), LoadError> {
         "the crowd received {} frames in all",
         received.load(Ordering::Relaxed)
     );
-    let mut outcome = expect_online(online, clients);
+    let mut outcome = expect_online(online, expected);
     if let (Ok(()), Some(marker), Some(rejoins)) = (&outcome, &args.then_restart, &rejoins) {
         outcome = restart_under_crowd(marker, rejoins, &mut tasks, &args.addr, clients).await;
     }
@@ -405,7 +429,7 @@ async fn restart_under_crowd(
         "the restarted server counts {online} online (expected {}); every client kept its name",
         clients + 1
     );
-    expect_online(online, clients)
+    expect_online(online, clients + 1)
 }
 
 /// A crowd client's task ends only on failure (or when the tool stops them): returns its
@@ -422,14 +446,13 @@ async fn fail_if_any_ended(
     Ok(())
 }
 
-/// The crowd and the probe, each counted once.
-fn expect_online(online: usize, clients: usize) -> Result<(), LoadError> {
-    if online == clients + 1 {
+/// Everyone in the room (the crowd and the probe) counted once.
+fn expect_online(online: usize, expected: usize) -> Result<(), LoadError> {
+    if online == expected {
         Ok(())
     } else {
         Err(LoadError::Unexpected(format!(
-            "{online} online, expected {}",
-            clients + 1
+            "{online} online, expected {expected}"
         )))
     }
 }
@@ -596,7 +619,10 @@ async fn connect_and_join_reply(
     room: &str,
     protocol: u32,
 ) -> Result<(Ws, JoinReply), LoadError> {
-    connect_and_send_join(addr, newcomer(name, room), protocol).await
+    match connect_and_send_join(addr, Some(newcomer(name, room)), protocol).await? {
+        (ws, Some(reply)) => Ok((ws, reply)),
+        (_, None) => Err(LoadError::Unexpected("no join reply".into())),
+    }
 }
 
 /// A first join, as a page that never was in the room sends it.
@@ -610,12 +636,13 @@ fn newcomer(name: &str, room: &str) -> JoinRequest {
     }
 }
 
-/// Opens a Socket.IO connection as [`connect_and_join_reply`] does and sends `request`.
+/// Opens a Socket.IO connection as [`connect_and_join_reply`] does and sends `request`
+/// (none: returns once connected).
 async fn connect_and_send_join(
     addr: &str,
-    request: JoinRequest,
+    mut request: Option<JoinRequest>,
     protocol: u32,
-) -> Result<(Ws, JoinReply), LoadError> {
+) -> Result<(Ws, Option<JoinReply>), LoadError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     // tungstenite zeroes its whole read buffer (128 KiB by default) before each read:
     // with frames this small that memset was most of the tool's CPU time.
@@ -642,12 +669,13 @@ async fn connect_and_send_join(
         while let Some(event) = session.poll_event() {
             reported = true;
             match event {
-                SessionEvent::Connected { .. } => {
-                    join = Some(session.request(now(), &request, Some(10_000)));
-                }
+                SessionEvent::Connected { .. } => match request.take() {
+                    Some(request) => join = Some(session.request(now(), &request, Some(10_000))),
+                    None => return Ok((ws, None)),
+                },
                 SessionEvent::Ack { id, args } if Some(id) == join => {
                     return match session::decode_ack::<JoinReply>(args) {
-                        Ok(reply) => Ok((ws, reply)),
+                        Ok(reply) => Ok((ws, Some(reply))),
                         Err(refusal) => Err(LoadError::Refused(refusal.to_string())),
                     };
                 }

@@ -79,8 +79,8 @@ impl Rejoins {
                 session: Some(client.session.clone()),
                 resume: true,
             };
-            match connect_and_send_join(addr, request, client.protocol).await {
-                Ok((ws, reply)) => {
+            match connect_and_send_join(addr, Some(request), client.protocol).await {
+                Ok((ws, Some(reply))) => {
                     if reply.name != client.name {
                         return Err(LoadError::Unexpected(format!(
                             "{} came back as {}: the restart lost its name",
@@ -90,6 +90,7 @@ impl Rejoins {
                     self.record(closed);
                     return Ok(ws);
                 }
+                Ok((_, None)) => return Err(LoadError::Unexpected("no join reply".into())),
                 // Down, starting, or still shutting down: try again.
                 Err(_) if closed.elapsed() < REJOIN_DEADLINE => {
                     delay = jitter.between(500, 1_000);
