@@ -52,6 +52,12 @@ pub const MAX_HISTORY_PAGE: u32 = 100;
 pub const MAX_REPLY_BYTES: usize = 48 * 1024;
 /// Names a `join` reply lists at most in `members`; `online` says how many there are.
 pub const MAX_MEMBERS_LISTED: usize = 500;
+/// In a room of more than [`MAX_MEMBERS_LISTED`] people online, the arrivals a `presence`
+/// notice names at most in `joined` (and in `returned`); the rest are counted in
+/// `more_joined` (`more_returned`). Every member gets every notice, so a crowd of N
+/// arriving cost N² names on the wire; past the listed members a client's list is partial
+/// anyway.
+pub const PRESENCE_NAMES_LISTED: usize = 50;
 /// How long a typing indicator lasts without a refresh.
 pub const TYPING_TTL_MS: u64 = 5_000;
 /// How long a name stays reserved for its session after its last connection closed.
@@ -132,6 +138,10 @@ pub struct Message {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 impl Message {
@@ -431,9 +441,16 @@ pub struct PresenceNotice {
     /// People who arrived, to be announced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joined: Vec<String>,
+    /// Arrivals not named in `joined`: only in a room of more than
+    /// [`MAX_MEMBERS_LISTED`] people online, which names [`PRESENCE_NAMES_LISTED`] at most.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_joined: usize,
     /// People who came back (`resume`) and are online again, not to be announced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub returned: Vec<String>,
+    /// Returns not named in `returned`, as `more_joined`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_returned: usize,
     /// People who left (or whose last connection closed more than
     /// [`DEPARTURE_GRACE_MS`] ago).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

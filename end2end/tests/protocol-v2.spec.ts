@@ -144,6 +144,50 @@ test("protocol 2 clients get presence in batches; a resumed join is not announce
   expect(presence.at(-1)?.online).toBe(1);
 });
 
+/** A room past 500 people from one address: no per-address limits. */
+const crowd = testWith({
+  args: ["--max-connections-per-ip", "1000", "--ip-request-rate", "0", "--request-rate", "0", "--rooms-per-minute", "0"],
+});
+crowd.afterEach(() => closeAll());
+
+crowd("in a room of more than 500 people online, presence names 50 arrivals a notice and counts the rest", async ({ server }) => {
+  crowd.setTimeout(120_000);
+  type Notice = { joined?: string[]; more_joined?: number; left?: string[]; online: number };
+  const watcher = await connect(server.url, { auth: { protocol: 2 } });
+  const presence = collect<Notice>(watcher, "presence");
+  expect(await request(watcher, "join", { name: "watcher", room: "big" })).toMatchObject({ ok: true });
+  const people = (from: number, count: number) =>
+    Promise.all(Array.from({ length: count }, () => connect(server.url, { auth: { protocol: 2 }, transports: ["websocket"] })))
+      .then((sockets) => sockets.map((socket, i) => ({ socket, name: `p${from + i}` })));
+  const join = (crowd: { socket: Awaited<ReturnType<typeof connect>>; name: string }[]) =>
+    Promise.all(crowd.map(({ socket, name }) => request(socket, "join", { name, room: "big" })));
+  // 500 people, then 300 more at once, their joins sent together.
+  for (const reply of await join(await people(0, 500))) expect(reply.ok, JSON.stringify(reply)).toBe(true);
+  await expect.poll(() => presence.at(-1)?.online, { timeout: 30_000 }).toBe(501);
+  const late = await people(500, 300);
+  for (const reply of await join(late)) expect(reply.ok, JSON.stringify(reply)).toBe(true);
+  await expect.poll(() => presence.at(-1)?.online, { timeout: 30_000 }).toBe(801);
+
+  for (const notice of presence) {
+    if (notice.online > 500) expect((notice.joined ?? []).length).toBeLessThanOrEqual(50);
+    else expect(notice.more_joined ?? 0).toBe(0);
+  }
+  const named = presence.flatMap((p) => p.joined ?? []);
+  const counted = presence.reduce((sum, p) => sum + (p.more_joined ?? 0), 0);
+  expect(new Set(named).size).toBe(named.length);
+  // Every arrival once: the 800 and the watcher (a batch names the socket's own join too).
+  expect(named.length + counted).toBe(801);
+  expect(counted, "300 arrivals in a room of 500 cannot all be named").toBeGreaterThan(0);
+  // Departures are always named, however many.
+  const leaving = late.slice(0, 120);
+  for (const reply of await Promise.all(leaving.map(({ socket }) => request(socket, "leave", { room: "big" })))) {
+    expect(reply.ok, JSON.stringify(reply)).toBe(true);
+  }
+  await expect.poll(() => presence.at(-1)?.online, { timeout: 30_000 }).toBe(681);
+  const left = presence.flatMap((p) => p.left ?? []);
+  expect(left.sort()).toEqual(leaving.map((p) => p.name).sort());
+});
+
 test("protocol 1 members hear of joins and leaves at once, in a room of protocol 2 members too", async ({ server }) => {
   const modern = await connect(server.url, { auth: { protocol: 2 } });
   expect(await request(modern, "join", { name: "modern", room: "mixed" })).toMatchObject({ ok: true });

@@ -1542,6 +1542,18 @@ impl Chat {
         for name in notice.joined {
             self.arrived(name, true, notice.ts, online);
         }
+        // A room of more than MAX_MEMBERS_LISTED people names its first arrivals only and
+        // counts the others: they are announced as a number. The member list of a room
+        // that large is partial from the join on (its reply lists that many).
+        match notice.more_joined {
+            0 => {}
+            1 => self
+                .log
+                .push_notice("1 more person joined".to_owned(), notice.ts),
+            more => self
+                .log
+                .push_notice(format!("{more} more people joined"), notice.ts),
+        }
         for name in notice.returned {
             self.arrived(name, false, notice.ts, online);
         }

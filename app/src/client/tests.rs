@@ -1141,6 +1141,40 @@ fn presence_batches_and_single_notices_both_apply() {
 }
 
 #[test]
+fn arrivals_counted_but_not_named_are_announced_as_a_number() {
+    let mut sim = Sim::joined(&[]);
+    let notices = |sim: &Sim| -> Vec<String> {
+        sim.chat
+            .lines()
+            .iter()
+            .filter_map(|l| match &l.kind {
+                LineKind::Notice(text) => Some(text.clone()),
+                LineKind::Message(_) => None,
+            })
+            .collect()
+    };
+    sim.push("presence", json!({"room": "general", "joined": ["carol"], "more_joined": 950, "returned": ["dave"], "more_returned": 3, "online": 957, "ts": START}));
+    assert_eq!(
+        sim.chat.view().members,
+        vec!["alice", "bob", "carol", "dave"]
+    );
+    assert_eq!(sim.chat.view().online, 957, "the count is the server's");
+    assert_eq!(
+        notices(&sim),
+        vec!["carol joined", "950 more people joined"]
+    );
+    sim.push(
+        "presence",
+        json!({"room": "general", "more_joined": 1, "online": 958, "ts": START}),
+    );
+    assert_eq!(sim.chat.view().online, 958);
+    assert_eq!(
+        notices(&sim).last().map(String::as_str),
+        Some("1 more person joined")
+    );
+}
+
+#[test]
 fn ones_own_join_in_a_presence_batch_is_not_announced() {
     let mut sim = Sim::joined(&[message(1, "bob", "hi")]);
     sim.push(

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use app::protocol::{
     event, Presence, PresenceNotice, TypingNotice, MAX_MEMBERS_LISTED, PRESENCE_BATCH_MS,
-    PROTOCOL_VERSION,
+    PRESENCE_NAMES_LISTED, PROTOCOL_VERSION,
 };
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
@@ -716,21 +716,7 @@ impl Rooms {
             tokio::time::sleep(Duration::from_millis(PRESENCE_BATCH_MS)).await;
             let mut room = lock(&cell.state);
             let pending = std::mem::take(&mut room.pending);
-            let mut notice = PresenceNotice {
-                room: cell.name.clone(),
-                joined: Vec::new(),
-                returned: Vec::new(),
-                left: pending.left,
-                online: room.online(),
-                ts: now_ms(),
-            };
-            for (name, announce) in pending.arrived {
-                if announce {
-                    notice.joined.push(name);
-                } else {
-                    notice.returned.push(name);
-                }
-            }
+            let notice = presence_notice(&cell.name, pending, room.online(), now_ms());
             if let Some(json) = shared_json(&notice) {
                 room.send_shared(None, event::PRESENCE, &json, |p| {
                     p.conn.protocol >= PROTOCOL_VERSION
@@ -826,9 +812,86 @@ impl Rooms {
     }
 }
 
+/// The `presence` notice for what changed in a room since the last one. In a room of more
+/// than [`MAX_MEMBERS_LISTED`] people online it names [`PRESENCE_NAMES_LISTED`] arrivals
+/// at most (and as many returns) and counts the rest: every member receives the notice, so
+/// a crowd of N arriving made N² names, the largest share of a crowd's CPU and of the
+/// memory its sockets' buffers keep (PERFORMANCE.md). Departures are always named, so
+/// that no client keeps listing someone who left.
+fn presence_notice(room: &str, pending: PendingPresence, online: usize, ts: i64) -> PresenceNotice {
+    let names_at_most = if online > MAX_MEMBERS_LISTED {
+        PRESENCE_NAMES_LISTED
+    } else {
+        usize::MAX
+    };
+    let mut notice = PresenceNotice {
+        room: room.to_owned(),
+        joined: Vec::new(),
+        more_joined: 0,
+        returned: Vec::new(),
+        more_returned: 0,
+        left: pending.left,
+        online,
+        ts,
+    };
+    for (name, announce) in pending.arrived {
+        let (names, more) = if announce {
+            (&mut notice.joined, &mut notice.more_joined)
+        } else {
+            (&mut notice.returned, &mut notice.more_returned)
+        };
+        if names.len() < names_at_most {
+            names.push(name);
+        } else {
+            *more += 1;
+        }
+    }
+    notice
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(arrived: usize, returned: usize, left: usize) -> PendingPresence {
+        PendingPresence {
+            arrived: (0..arrived)
+                .map(|i| (format!("a{i}"), true))
+                .chain((0..returned).map(|i| (format!("r{i}"), false)))
+                .collect(),
+            left: (0..left).map(|i| format!("l{i}")).collect(),
+            scheduled: true,
+        }
+    }
+
+    #[test]
+    fn presence_names_everyone_up_to_the_listed_members() {
+        let notice = presence_notice("general", pending(400, 80, 70), MAX_MEMBERS_LISTED, 7);
+        assert_eq!(notice.joined.len(), 400);
+        assert_eq!(notice.returned.len(), 80);
+        assert_eq!(notice.left.len(), 70);
+        assert_eq!((notice.more_joined, notice.more_returned), (0, 0));
+        assert_eq!(notice.joined[0], "a0");
+        assert_eq!(notice.online, MAX_MEMBERS_LISTED);
+        let json = serde_json::to_string(&notice).unwrap();
+        assert!(!json.contains("more_"), "{json}");
+    }
+
+    #[test]
+    fn presence_in_a_larger_room_counts_the_arrivals_past_the_first_names() {
+        let online = MAX_MEMBERS_LISTED + 1;
+        let notice = presence_notice("general", pending(400, 80, 70), online, 7);
+        assert_eq!(notice.joined.len(), PRESENCE_NAMES_LISTED);
+        assert_eq!(notice.joined[0], "a0", "the first to arrive are named");
+        assert_eq!(notice.more_joined, 400 - PRESENCE_NAMES_LISTED);
+        assert_eq!(notice.returned.len(), PRESENCE_NAMES_LISTED);
+        assert_eq!(notice.more_returned, 80 - PRESENCE_NAMES_LISTED);
+        assert_eq!(notice.left.len(), 70, "departures are always named");
+        let json = serde_json::to_string(&notice).unwrap();
+        assert!(json.contains(r#""more_joined":350"#), "{json}");
+        let few = presence_notice("general", pending(3, 0, 0), online, 7);
+        assert_eq!((few.joined.len(), few.more_joined), (3, 0));
+    }
 
     fn person(key: &str) -> Person {
         Person {
