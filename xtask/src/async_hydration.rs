@@ -1,0 +1,245 @@
+//! Takes tachys's asynchronous hydration path out of the release wasm.
+//!
+//! Why: tachys (0.2) compiles an async twin of every view's hydration, `hydrate_async`,
+//! for two uses Banter has neither of: hydrating from `leptos::mount::hydrate_from_async`
+//! (and `hydrate_lazy`, lazy routes), and views that hydrate while data loads. It cannot
+//! tell at compile time: `AnyView` (every `.into_any()`, the router's routes, `<Show>`'s
+//! children) keeps a pointer to `hydrate_async::<T>` for the view it erases, so the async
+//! twin of each erased view, and of everything inside it, is linked in and reachable
+//! through the function table. On 2026-12-05 that was 648 functions, 22% of the
+//! optimized wasm (394 KB brotli-compressed before, 306 KB after).
+//!
+//! What this does: after wasm-bindgen, every function whose (demangled) name contains
+//! `hydrate_async` gets the body `unreachable`; wasm-opt then drops what only those bodies
+//! called. Banter hydrates with `leptos::mount::hydrate_body`, synchronously, so none of
+//! them runs.
+//!
+//! Guaranteed: the pass refuses a module that has an async hydration entry point
+//! (`hydrate_from_async`, `hydrate_lazy`), so a front end that starts hydrating
+//! asynchronously fails the build instead of trapping in the browser; and it refuses a
+//! module where it finds nothing to remove, so when tachys stops compiling the path in
+//! (the fix belongs upstream: build `hydrate_async` only for apps that ask for it) the
+//! build says this step can go. Not guaranteed: that no other async hydration caller
+//! appears in a later leptos; the Playwright suite, run on the release build, would trap on
+//! one.
+
+use std::collections::HashSet;
+
+use walrus::ir::{dfs_in_order, Instr, Unreachable, Visitor};
+use walrus::{ExportItem, FunctionId, FunctionKind, Module};
+
+/// Names that mark the async hydration path, as wasm-bindgen demangles them.
+const ASYNC_PATH: &str = "hydrate_async";
+
+/// Leptos's entry points that hydrate asynchronously: with one of them linked in, the
+/// async path is used and must stay.
+const ASYNC_ENTRY_POINTS: [&str; 2] = [
+    "leptos::mount::hydrate_from_async",
+    "leptos::mount::hydrate_lazy",
+];
+
+/// What [`strip`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stripped {
+    /// Functions whose body became `unreachable`.
+    pub functions: usize,
+    /// Their instructions before (walrus's count; wasm-opt removes what they called).
+    pub instructions: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StripError {
+    #[error(
+        "the front end hydrates asynchronously ({0} is linked in): the async hydration path \
+         is needed; drop this step (xtask/src/async_hydration.rs)"
+    )]
+    UsesAsyncHydration(String),
+    #[error(
+        "no function named *{ASYNC_PATH}* in the wasm: either its name section is gone or \
+         tachys no longer compiles the async hydration path in, and this step \
+         (xtask/src/async_hydration.rs) can go"
+    )]
+    NothingToStrip,
+}
+
+/// Makes every function of the async hydration path `unreachable`, in place.
+pub fn strip(module: &mut Module) -> Result<Stripped, StripError> {
+    if let Some(entry) = module.funcs.iter().find_map(|f| {
+        let name = f.name.as_deref()?;
+        ASYNC_ENTRY_POINTS
+            .iter()
+            .any(|entry| name.starts_with(entry))
+            .then(|| name.to_owned())
+    }) {
+        return Err(StripError::UsesAsyncHydration(entry));
+    }
+    let mut stripped = Stripped {
+        functions: 0,
+        instructions: 0,
+    };
+    for id in async_only(module) {
+        let FunctionKind::Local(local) = &mut module.funcs.get_mut(id).kind else {
+            continue;
+        };
+        stripped.instructions += local.size();
+        let entry = local.entry_block();
+        let body = &mut local.block_mut(entry).instrs;
+        body.clear();
+        body.push((Instr::Unreachable(Unreachable {}), Default::default()));
+        stripped.functions += 1;
+    }
+    if stripped.functions == 0 {
+        return Err(StripError::NothingToStrip);
+    }
+    Ok(stripped)
+}
+
+/// The functions named as the async path that no other function refers to, directly or
+/// through one that is kept. The name is not enough: rustc merges functions whose code is
+/// identical (LLVM's MergeFunctions) and the one left keeps one of their names, so a
+/// function named `…::hydrate_async::{{closure}}` may also be the body of a synchronous
+/// `hydrate`, which calls it (seen on 2026-12-05: `(A, B, C)`'s async closure, called from
+/// a reactive view's `hydrate`).
+fn async_only(module: &Module) -> Vec<FunctionId> {
+    let named: HashSet<FunctionId> = module
+        .funcs
+        .iter()
+        .filter(|f| f.name.as_deref().is_some_and(|n| n.contains(ASYNC_PATH)))
+        .map(|f| f.id())
+        .collect();
+    let mut kept: HashSet<FunctionId> = HashSet::new();
+    // Functions that must keep their code and whose references are still to be followed.
+    let mut to_follow: Vec<FunctionId> = module
+        .funcs
+        .iter()
+        .map(|f| f.id())
+        .filter(|id| !named.contains(id))
+        .collect();
+    // What the rest of the module (exports, the start function) names directly.
+    to_follow.extend(module.exports.iter().filter_map(|e| match e.item {
+        ExportItem::Function(id) => Some(id),
+        _ => None,
+    }));
+    to_follow.extend(module.start);
+    while let Some(id) = to_follow.pop() {
+        if !kept.insert(id) {
+            continue;
+        }
+        let FunctionKind::Local(local) = &module.funcs.get(id).kind else {
+            continue;
+        };
+        let mut references = References::default();
+        dfs_in_order(&mut references, local, local.entry_block());
+        for callee in references.0 {
+            if named.contains(&callee) && !kept.contains(&callee) {
+                to_follow.push(callee);
+            }
+        }
+    }
+    let mut only: Vec<FunctionId> = named.difference(&kept).copied().collect();
+    only.sort_unstable_by_key(|id| id.index());
+    only
+}
+
+/// The functions an instruction sequence names: calls, `ref.func`.
+#[derive(Default)]
+struct References(Vec<FunctionId>);
+
+impl<'instr> Visitor<'instr> for References {
+    fn visit_function_id(&mut self, &function: &FunctionId) {
+        self.0.push(function);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walrus::{FunctionBuilder, FunctionId, ModuleConfig, ValType};
+
+    /// A module with one function per name, each returning 7; none exported (an export is
+    /// used from outside, so it keeps its body).
+    fn module(names: &[&str]) -> (Module, Vec<FunctionId>) {
+        let mut module = Module::with_config(ModuleConfig::new());
+        let ids = names
+            .iter()
+            .map(|name| {
+                let mut builder = FunctionBuilder::new(&mut module.types, &[], &[ValType::I32]);
+                builder.name((*name).to_owned());
+                builder.func_body().i32_const(7);
+                builder.finish(vec![], &mut module.funcs)
+            })
+            .collect();
+        (module, ids)
+    }
+
+    fn is_unreachable(module: &Module, id: FunctionId) -> bool {
+        let FunctionKind::Local(local) = &module.funcs.get(id).kind else {
+            panic!("not a local function");
+        };
+        let body = &local.block(local.entry_block()).instrs;
+        matches!(body.as_slice(), [(Instr::Unreachable(_), _)])
+    }
+
+    #[test]
+    fn only_the_async_path_becomes_unreachable() {
+        let (mut module, ids) = module(&[
+            "<T as tachys::view::any_view::IntoAny>::into_any::hydrate_async::{{closure}}::h1",
+            "tachys::reactive_graph::<impl tachys::view::RenderHtml for F>::hydrate_async::h2",
+            "<T as tachys::view::any_view::IntoAny>::into_any::hydrate_from_server::h3",
+            "tachys::view::RenderHtml::hydrate::h4",
+        ]);
+        let stripped = strip(&mut module).unwrap();
+        assert_eq!(stripped.functions, 2);
+        assert!(stripped.instructions >= 2);
+        let unreachable: Vec<bool> = ids.iter().map(|&id| is_unreachable(&module, id)).collect();
+        assert_eq!(unreachable, [true, true, false, false]);
+        // The result is still a valid module.
+        Module::from_buffer(&module.emit_wasm()).unwrap();
+    }
+
+    #[test]
+    fn a_function_named_async_that_other_code_calls_keeps_its_body() {
+        let (mut module, ids) = module(&[
+            "tachys::view::tuples::<impl RenderHtml for (A,B,C)>::hydrate_async::{{closure}}::h1",
+            "tachys::view::RenderHtml::hydrate_async::h2",
+            "tachys::view::RenderHtml::hydrate_async::h3",
+        ]);
+        // A synchronous `hydrate` calls the first (merged code); the first calls the second.
+        let mut hydrate = FunctionBuilder::new(&mut module.types, &[], &[ValType::I32]);
+        hydrate.name("tachys::reactive_graph::<impl RenderHtml for F>::hydrate::h4".into());
+        hydrate.func_body().call(ids[0]);
+        let hydrate = hydrate.finish(vec![], &mut module.funcs);
+        module.exports.add("hydrate", hydrate);
+        let mut first = FunctionBuilder::new(&mut module.types, &[], &[ValType::I32]);
+        first.func_body().call(ids[1]);
+        let body = first.local_func(vec![]);
+        let FunctionKind::Local(local) = &mut module.funcs.get_mut(ids[0]).kind else {
+            unreachable!()
+        };
+        *local = body;
+
+        let stripped = strip(&mut module).unwrap();
+        assert_eq!(stripped.functions, 1);
+        let unreachable: Vec<bool> = ids.iter().map(|&id| is_unreachable(&module, id)).collect();
+        assert_eq!(unreachable, [false, false, true]);
+    }
+
+    #[test]
+    fn an_async_entry_point_keeps_the_path() {
+        let (mut module, ids) = module(&[
+            "leptos::mount::hydrate_from_async::h1",
+            "tachys::view::RenderHtml::hydrate_async::h2",
+        ]);
+        assert!(matches!(
+            strip(&mut module),
+            Err(StripError::UsesAsyncHydration(name)) if name.starts_with("leptos::mount::hydrate_from_async")
+        ));
+        assert!(!is_unreachable(&module, ids[1]));
+    }
+
+    #[test]
+    fn nothing_to_strip_is_an_error() {
+        let (mut module, _) = module(&["tachys::view::RenderHtml::hydrate::h1"]);
+        assert_eq!(strip(&mut module), Err(StripError::NothingToStrip));
+    }
+}
