@@ -42,9 +42,15 @@ test("a room is its own URL, and its messages stay in it", async ({ openUser }) 
   await expect(messageItem(late.page, "only for the dev team")).toHaveCount(0);
 });
 
-test("moving between rooms from the room list keeps the name", async ({ openUser }) => {
+test("moving between rooms from the room list keeps the name and the page; Back and Forward move too", async ({
+  openUser,
+}) => {
   const alice = await openAndJoin(openUser, "alice");
   const page = alice.page;
+  // Gone if the page is loaded again: rooms change in place.
+  await page.evaluate(() => ((window as unknown as { samePage: boolean }).samePage = true));
+  const samePage = () =>
+    page.evaluate(() => (window as unknown as { samePage?: boolean }).samePage === true);
   await send(page, "said in general");
   const rooms = page.getByRole("navigation", { name: "Rooms" });
   await expect(rooms.getByRole("link", { name: /general/ })).toBeVisible();
@@ -67,6 +73,19 @@ test("moving between rooms from the room list keeps the name", async ({ openUser
   await expect(page.getByLabel("Message", { exact: true })).toBeVisible();
   await expect(messageItem(page, "said in general")).toHaveCount(1);
   await expect(messageItem(page, "said in dev-team")).toHaveCount(0);
+  expect(await samePage(), "the room list's link changed the room in place").toBe(true);
+
+  // Back: dev-team again, with its history; Forward: general.
+  await page.goBack();
+  await expect(page).toHaveURL(/\/r\/dev-team$/);
+  await expect(page.getByRole("heading", { name: /dev-team/ })).toBeVisible();
+  await expect(messageItem(page, "said in dev-team")).toHaveCount(1);
+  await expect(messageItem(page, "said in general")).toHaveCount(0);
+  await page.goForward();
+  await expect(page).toHaveURL(/\/r\/general$/);
+  await expect(page.getByRole("heading", { name: /general/ })).toBeVisible();
+  await expect(messageItem(page, "said in general")).toHaveCount(1);
+  expect(await samePage(), "Back and Forward changed the room in place").toBe(true);
 
   // An invalid room name is refused in place.
   await rooms.getByLabel("Room name", { exact: true }).fill("Not a room!");

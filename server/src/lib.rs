@@ -12,10 +12,9 @@ mod request_head;
 pub mod security;
 pub mod storage;
 
-use app::components::{shell, App};
+use app::components::shell;
 use axum::Router;
 use leptos::config::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use socketioxide::SocketIo;
 
 use std::sync::Arc;
@@ -75,7 +74,6 @@ pub fn build_node(
         socketioxide::handler::ConnectHandler::with(chat::on_connect, chat::register_handlers),
     );
 
-    let routes = generate_route_list(App);
     let operator = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
@@ -114,9 +112,15 @@ pub fn build_node(
                 }
             }),
         );
-    let router = Router::new()
-        .merge(operator)
-        .leptos_routes(&leptos_options, routes, {
+    // Rendering a page spawns tasks through Leptos's executor: tokio's (as leptos_axum's
+    // own route setup does; a second call changes nothing).
+    let _ = any_spawner::Executor::init_tokio();
+    let page = leptos_axum::render_app_to_stream_with_context(
+        {
+            let leptos_options = leptos_options.clone();
+            move || leptos::prelude::provide_context(leptos_options.clone())
+        },
+        {
             let leptos_options = leptos_options.clone();
             // Under `cargo leptos watch`, pages also open the live-reload socket.
             let live_reload = std::env::var_os("LEPTOS_WATCH")
@@ -128,10 +132,16 @@ pub fn build_node(
             let asset_root = assets::asset_root();
             move || {
                 set_page_policy(&live_reload);
-                provide_returning_visitor();
+                provide_request_facts();
                 shell(leptos_options.clone(), asset_root.clone())
             }
-        })
+        },
+    );
+    let router = Router::new()
+        .merge(operator)
+        // The pages, server-rendered: the paths `app::components::route::Page` names.
+        .route("/", axum::routing::get(page.clone()))
+        .route("/r/{room}", axum::routing::get(page))
         .fallback(assets::static_files)
         .with_state(leptos_options)
         .layer(socket_layer)
@@ -167,20 +177,23 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// while it is read. See docs/PERFORMANCE.md, "Where a connection's memory goes".
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// Tells the page's render whether the request comes from a returning visitor (the
-/// browser's returning cookie), who is drawn the room rather than the join form.
-fn provide_returning_visitor() {
-    let returning = leptos::prelude::use_context::<axum::http::request::Parts>()
-        .map(|parts| {
-            parts
-                .headers
-                .get_all(axum::http::header::COOKIE)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .any(app::store::returning_in_cookies)
-        })
-        .unwrap_or(false);
-    leptos::prelude::provide_context(app::store::ReturningVisitor(returning));
+/// Tells the page's render what it needs of the request: its path (which page), and
+/// whether it comes from a returning visitor (the browser's returning cookie), who is drawn
+/// the room rather than the join form.
+fn provide_request_facts() {
+    use leptos::prelude::{provide_context, use_context};
+    let parts = use_context::<axum::http::request::Parts>();
+    let returning = parts.as_ref().is_some_and(|parts| {
+        parts
+            .headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(app::store::returning_in_cookies)
+    });
+    provide_context(app::store::ReturningVisitor(returning));
+    let path = parts.map_or_else(|| "/".to_owned(), |parts| parts.uri.path().to_owned());
+    provide_context(app::components::route::RequestPath(path));
 }
 
 /// Sets this page's Content-Security-Policy, allowing its hydration script by nonce.

@@ -1,26 +1,27 @@
-//! The Leptos UI: the HTML shell, the routes and the chat page.
+//! The Leptos UI: the HTML shell, the pages and the chat page.
 //!
-//! The chat page's parts: [`message`] (one line of the log: a message with its reply
+//! [`route`] says which page a path shows and moves between rooms in place. The chat page's
+//! parts: [`message`] (one line of the log: a message with its reply
 //! quote, reactions and actions, or a notice), [`composer`] (writing, replying and
 //! editing), [`text`] (a message's formatted text) and [`search`] (the search field and
 //! its results).
 
 mod composer;
 mod message;
+pub mod route;
 mod search;
 mod text;
 
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
-use leptos_router::components::{Route, Router, Routes};
-use leptos_router::hooks::use_params_map;
-use leptos_router::path;
 
-use crate::protocol::{validate_room, DEFAULT_ROOM, MAX_NAME_CHARS};
+use crate::protocol::{validate_room, MAX_NAME_CHARS};
 use crate::store::{typing_text, Action, ChatStore, Connection};
 
 use composer::{Compose, Composer};
 use message::LogLine;
+use route::{CurrentPath, Page};
 use search::{SearchForm, SearchPanel};
 
 /// The HTML document around the app, rendered on the server. `asset_root` prefixes the
@@ -54,45 +55,26 @@ pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let path = CurrentPath::provide();
+    // A new page only when the path names another one: a query (`?at=`) is the page's own.
+    let page = Memo::new(move |_| Page::of(&path.get()));
     view! {
         <Title text="Banter"/>
-        <Router>
-            <Routes fallback=NotFound>
-                <Route path=path!("/") view=|| view! { <ChatPage room=DEFAULT_ROOM.to_owned()/> }/>
-                <Route path=path!("/r/:room") view=RoomRoute/>
-            </Routes>
-        </Router>
-    }
-}
-
-#[component]
-fn NotFound() -> impl IntoView {
-    view! {
-        <main class="page-message">
-            <h1>"Page not found"</h1>
-            <p><a href="/">"Go to #general"</a></p>
-        </main>
-    }
-}
-
-#[component]
-fn RoomRoute() -> impl IntoView {
-    let params = use_params_map();
-    let room = move || params.read().get("room").unwrap_or_default();
-    view! {
-        {move || {
-            let room = room();
-            match validate_room(&room) {
-                Ok(()) => view! { <ChatPage room/> }.into_any(),
-                Err(error) => view! {
-                    <main class="page-message">
-                        <h1>"No such room"</h1>
-                        <p role="alert">{error.message}</p>
-                        <p><a href="/">"Go to #general"</a></p>
-                    </main>
-                }
-                .into_any(),
-            }
+        {move || match page.get() {
+            Page::Room(room) => EitherOf3::A(view! { <ChatPage room/> }),
+            Page::NoSuchRoom(why) => EitherOf3::B(view! {
+                <main class="page-message">
+                    <h1>"No such room"</h1>
+                    <p role="alert">{why}</p>
+                    <p><a href="/">"Go to #general"</a></p>
+                </main>
+            }),
+            Page::NotFound => EitherOf3::C(view! {
+                <main class="page-message">
+                    <h1>"Page not found"</h1>
+                    <p><a href="/">"Go to #general"</a></p>
+                </main>
+            }),
         }}
     }
 }
@@ -494,7 +476,6 @@ fn RoomList() -> impl IntoView {
     let current = store.room();
     let (draft, set_draft) = signal(String::new());
     let (error, set_error) = signal(None::<String>);
-    let navigate = leptos_router::hooks::use_navigate();
     let on_create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = draft.get_untracked().trim().to_lowercase();
@@ -502,7 +483,7 @@ fn RoomList() -> impl IntoView {
             Ok(()) => {
                 set_error.set(None);
                 set_draft.set(String::new());
-                navigate(&format!("/r/{name}"), Default::default());
+                route::navigate(&format!("/r/{name}"));
             }
             Err(e) => set_error.set(Some(e.message)),
         }
