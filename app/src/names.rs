@@ -88,12 +88,27 @@ fn code_point(c: char) -> String {
 }
 
 /// Checks a name as typed and returns the form to store and display: trimmed, otherwise
-/// exactly as typed. Its length is counted in characters (code points).
+/// exactly as typed. Its length is counted in characters (code points). This is the
+/// server's check: [`validate_shape`], then no unassigned or private-use code points and
+/// no mix of writing systems.
 ///
-/// It is not put in NFC: the browser runs this check too, and the normalisation tables
-/// would add about 120 KB to its wasm for no gain in safety, since [`key`] already
-/// compares an "é" typed as "e" plus a combining accent equal to a precomposed one.
+/// It is not put in NFC: that would gain no safety, since [`key`] already compares an "é"
+/// typed as "e" plus a combining accent equal to a precomposed one.
 pub fn validate(raw: &str) -> Result<String, NameError> {
+    let name = validate_shape(raw)?;
+    if let Some(c) = name.chars().find(|c| c.script() == Script::Unknown) {
+        return Err(NameError::Unassigned(c));
+    }
+    check_scripts(&name)?;
+    Ok(name)
+}
+
+/// The part of [`validate`] that needs no Unicode script tables, which the browser checks
+/// before it asks to join: not empty, at most [`MAX_NAME_CHARS`], no control, invisible or
+/// direction-control characters. The script rules' tables (unicode-script's, about 46 KB
+/// of wasm) stay on the server, which answers a join with a name they refuse with the
+/// same message, shown at the same field.
+pub fn validate_shape(raw: &str) -> Result<String, NameError> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 {
@@ -113,12 +128,8 @@ pub fn validate(raw: &str) -> Result<String, NameError> {
         if is_invisible(c) && !is_emoji_presentation_selector(c, previous) {
             return Err(NameError::Invisible(c));
         }
-        if c.script() == Script::Unknown {
-            return Err(NameError::Unassigned(c));
-        }
         previous = Some(c);
     }
-    check_scripts(name)?;
     Ok(name.to_owned())
 }
 
@@ -337,6 +348,28 @@ mod tests {
         assert_eq!(key("alice\u{3000}bob"), key_ab);
         assert_eq!(key("alice\u{00A0}bob"), key_ab);
         assert_ne!(key("alicebob"), key_ab);
+    }
+
+    #[test]
+    fn the_browsers_check_leaves_only_the_script_rules_to_the_server() {
+        // What the shape check refuses, the full check refuses the same way.
+        for raw in [
+            "",
+            "   ",
+            &"x".repeat(33),
+            "a\u{7}b",
+            "al\u{200B}ice",
+            "\u{202E}ecila",
+        ] {
+            assert_eq!(validate_shape(raw).unwrap_err(), refusal(raw), "{raw:?}");
+        }
+        // Mixed alphabets and unassigned code points pass it, trimmed, and only the
+        // server's check refuses them.
+        for raw in [" \u{0430}lice ", "bob\u{E000}"] {
+            assert_eq!(validate_shape(raw).unwrap(), raw.trim());
+            assert!(validate(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(validate_shape(" Zoë ❤\u{FE0F} ").unwrap(), "Zoë ❤\u{FE0F}");
     }
 
     #[test]

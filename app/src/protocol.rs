@@ -665,6 +665,13 @@ pub fn validate_name(raw: &str) -> Result<String, ProtocolError> {
         .map_err(|e| ProtocolError::new(ErrorCode::InvalidName, e.to_string()))
 }
 
+/// What the browser checks of a name before it asks to join: [`validate_name`] without
+/// the writing-system rules, which the server applies ([`crate::names::validate_shape`]).
+pub fn validate_name_shape(raw: &str) -> Result<String, ProtocolError> {
+    crate::names::validate_shape(raw)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidName, e.to_string()))
+}
+
 /// The form of a name used to decide whether two names collide: NFKC with full case
 /// folding, so case, width and compatibility variants of a name are the same name.
 pub fn name_key(name: &str) -> String {

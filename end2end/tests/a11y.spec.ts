@@ -147,7 +147,7 @@ unlimited("keyboard: focus starts in the composer, a skip link leads there, Page
   await expect(log.locator("li.message").first()).toContainText("history 1");
 });
 
-test("a refused name stays in the field, which is tied to its error; a look-alike of a name online is refused", async ({
+test("a refused name stays in the field, which is tied to its error; a look-alike of a name online and mixed alphabets are refused", async ({
   openUser,
 }) => {
   await openAndJoin(openUser, "Gwen");
@@ -162,6 +162,12 @@ test("a refused name stays in the field, which is tied to its error; a look-alik
   await expect(field, "what was typed is kept, to be corrected").toHaveValue("Gvven");
   await expect(field).toHaveAttribute("aria-invalid", "true");
   await expect(field).toHaveAccessibleDescription(/looks too much like/);
+  // Mixed alphabets (a Cyrillic "а" in a Latin name): the server's refusal, at the field.
+  await field.fill("m\u0430llory");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  await expect(error).toContainText(/cannot mix (Latin and Cyrillic|Cyrillic and Latin) letters/);
+  await expect(field).toHaveValue("m\u0430llory");
+  await expect(field).toHaveAccessibleDescription(/cannot mix (Latin and Cyrillic|Cyrillic and Latin)/);
   // Corrected, it joins, and the field's error goes with the form.
   await field.fill("Gwendolyn");
   await page.getByRole("button", { name: "Join", exact: true }).click();

@@ -224,7 +224,9 @@ fn JoinForm() -> impl IntoView {
     let (local_error, set_local_error) = signal(None::<String>);
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        match crate::protocol::validate_name(&name.get_untracked()) {
+        // The server checks the rest (writing systems, look-alikes) and answers with the
+        // same kind of message, shown at the same field.
+        match crate::protocol::validate_name_shape(&name.get_untracked()) {
             Ok(valid) => {
                 set_local_error.set(None);
                 store.dispatch(Action::Join(valid));
