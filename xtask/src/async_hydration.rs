@@ -9,7 +9,7 @@
 //! through the function table. On 2026-12-05 that was 648 functions, 22% of the
 //! optimized wasm (394 KB brotli-compressed before, 306 KB after).
 //!
-//! What this does: after wasm-bindgen, every function whose (demangled) name contains
+//! What this does: after wasm-bindgen, every function whose demangled name contains
 //! `hydrate_async` gets the body `unreachable`; wasm-opt then drops what only those bodies
 //! called. Banter hydrates with `leptos::mount::hydrate_body`, synchronously, so none of
 //! them runs.
@@ -28,7 +28,8 @@ use std::collections::HashSet;
 use walrus::ir::{dfs_in_order, Instr, Unreachable, Visitor};
 use walrus::{ExportItem, FunctionId, FunctionKind, Module};
 
-/// Names that mark the async hydration path, as wasm-bindgen demangles them.
+/// Names that mark the async hydration path, demangled (the split's main module keeps
+/// rustc's mangled names: xtask/src/split.rs).
 const ASYNC_PATH: &str = "hydrate_async";
 
 /// Leptos's entry points that hydrate asynchronously: with one of them linked in, the
@@ -65,11 +66,11 @@ pub enum StripError {
 /// Makes every function of the async hydration path `unreachable`, in place.
 pub fn strip(module: &mut Module) -> Result<Stripped, StripError> {
     if let Some(entry) = module.funcs.iter().find_map(|f| {
-        let name = f.name.as_deref()?;
+        let name = demangled(f.name.as_deref()?);
         ASYNC_ENTRY_POINTS
             .iter()
             .any(|entry| name.starts_with(entry))
-            .then(|| name.to_owned())
+            .then_some(name)
     }) {
         return Err(StripError::UsesAsyncHydration(entry));
     }
@@ -94,6 +95,12 @@ pub fn strip(module: &mut Module) -> Result<Stripped, StripError> {
     Ok(stripped)
 }
 
+/// A function's name as Rust writes it (without the hash); a name that is not mangled, as
+/// it is.
+fn demangled(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
+}
+
 /// The functions named as the async path that no other function refers to, directly or
 /// through one that is kept. The name is not enough: rustc merges functions whose code is
 /// identical (LLVM's MergeFunctions) and the one left keeps one of their names, so a
@@ -104,7 +111,11 @@ fn async_only(module: &Module) -> Vec<FunctionId> {
     let named: HashSet<FunctionId> = module
         .funcs
         .iter()
-        .filter(|f| f.name.as_deref().is_some_and(|n| n.contains(ASYNC_PATH)))
+        .filter(|f| {
+            f.name
+                .as_deref()
+                .is_some_and(|n| demangled(n).contains(ASYNC_PATH))
+        })
         .map(|f| f.id())
         .collect();
     let mut kept: HashSet<FunctionId> = HashSet::new();
@@ -235,6 +246,31 @@ mod tests {
             Err(StripError::UsesAsyncHydration(name)) if name.starts_with("leptos::mount::hydrate_from_async")
         ));
         assert!(!is_unreachable(&module, ids[1]));
+    }
+
+    #[test]
+    fn mangled_names_are_read_demangled() {
+        // As rustc mangles them (legacy scheme), which the split's main module keeps.
+        let (mut module, ids) = module(&[
+            "_ZN6tachys4view10RenderHtml13hydrate_async17h0123456789abcdefE",
+            "_ZN6tachys4view10RenderHtml7hydrate17h0123456789abcdefE",
+        ]);
+        assert_eq!(strip(&mut module).map(|s| s.functions), Ok(1));
+        assert!(is_unreachable(&module, ids[0]));
+        assert!(!is_unreachable(&module, ids[1]));
+
+        let (mut module, _) = module_with_entry();
+        assert!(matches!(
+            strip(&mut module),
+            Err(StripError::UsesAsyncHydration(name)) if name == "leptos::mount::hydrate_from_async"
+        ));
+    }
+
+    fn module_with_entry() -> (Module, Vec<FunctionId>) {
+        module(&[
+            "_ZN6leptos5mount18hydrate_from_async17h0123456789abcdefE",
+            "_ZN6tachys4view10RenderHtml13hydrate_async17h0123456789abcdefE",
+        ])
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //!
 //! `build-release` makes what `cargo leptos build --release --precompress --bin-features
 //! embed` made, without cargo-leptos: the front end compiled to wasm with the
-//! `wasm-release` profile, wasm-bindgen (as a library, at the Cargo.lock version), wasm-opt
-//! (npm's binaryen, from PATH), the CSS and the assets, a `.br` and a `.gz` twin of every
-//! file, all in `target/site`; then `target/release/banter` with the `embed` feature, which
+//! `wasm-release` profile and the app's `split` feature, cut in two (src/split.rs: the
+//! room's views in a module of their own, as `cargo leptos --split` does), wasm-bindgen
+//! (as a library, at the Cargo.lock version), the async hydration path taken out
+//! (src/async_hydration.rs), wasm-opt (npm's binaryen, from PATH), the CSS and JS without
+//! comments or indentation (src/css.rs, src/js.rs), the assets, a `.br` and a `.gz` twin of
+//! every file, all in `target/site`; then `target/release/banter` with the `embed` feature, which
 //! bakes `target/site` into the binary. The names and layout come from
 //! `[[workspace.metadata.leptos]]` in the workspace Cargo.toml, as for cargo-leptos, so
 //! `cargo leptos watch` and this build agree.
@@ -27,6 +30,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Instant, SystemTime};
 
 mod async_hydration;
+mod css;
+mod js;
+mod split;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -46,7 +52,11 @@ Options (build-release):
 wasm-opt is taken from PATH (scripts/run puts npm's binaryen there).";
 
 /// Bumped whenever the site pipeline changes, so an old site is rebuilt.
-const PIPELINE_VERSION: &str = "3";
+const PIPELINE_VERSION: &str = "4";
+
+/// The app's feature that puts the room's views in a wasm module of their own
+/// (src/split.rs, app/src/components/room_code.rs).
+const SPLIT_FEATURE: &str = "split";
 
 /// The stamp file in the private site directory: the key of the inputs it was built from.
 const STAMP: &str = ".xtask-stamp";
@@ -64,10 +74,14 @@ const STAMP: &str = ".xtask-stamp";
 /// Lowered to 340 KB on 2026-12-05, when taking tachys's async hydration path out of the
 /// wasm (src/async_hydration.rs) brought the first visit to 337 KB; to 303 KB the same day,
 /// when two routes of Banter's own in place of leptos_router brought it to 300 KB; to
-/// 293 KB when the browser left the writing-system rules for names to the server (290 KB).
+/// 293 KB when the browser left the writing-system rules for names to the server (290 KB);
+/// to 201 KB on 2026-12-06, when the room's views became a wasm module of their own that
+/// the page fetches once the visitor starts joining (src/split.rs), and the served CSS and
+/// JS lost their comments and indentation (src/css.rs, src/js.rs): 200.5 KB, counting the
+/// main module, the wasm-bindgen JS, the split's link module and the CSS.
 /// Where the bytes go, and what would bring them down: docs/PERFORMANCE.md, "Where the
 /// wasm goes".
-const FIRST_VISIT_BUDGET: u64 = 293_000;
+const FIRST_VISIT_BUDGET: u64 = 201_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -373,7 +387,9 @@ impl Build {
         let l = &self.leptos;
         let step = Instant::now();
         let mut cmd = self.cargo_command();
-        cmd.arg("build")
+        // `cargo rustc`, so that the link argument the split needs (relocations kept in the
+        // wasm) reaches only the final link and the dependencies' builds stay as they are.
+        cmd.arg("rustc")
             .arg(format!("--package={}", l.lib_package))
             .arg("--lib")
             .arg(format!("--target-dir={}", self.front_target().display()))
@@ -381,10 +397,11 @@ impl Build {
         if !l.lib_default_features {
             cmd.arg("--no-default-features");
         }
-        if !l.lib_features.is_empty() {
-            cmd.arg(format!("--features={}", l.lib_features.join(",")));
-        }
+        let mut features = l.lib_features.clone();
+        features.push(SPLIT_FEATURE.to_owned());
+        cmd.arg(format!("--features={}", features.join(",")));
         cmd.arg(format!("--profile={}", l.lib_profile_release));
+        cmd.args(["--", "-C", "link-arg=--emit-relocs"]);
         log(format!("wasm ({} profile)", l.lib_profile_release));
         run(cmd, "the wasm build")?;
         let profile_dir = match l.lib_profile_release.as_str() {
@@ -432,15 +449,28 @@ impl Build {
         let pkg = tmp.join(&l.site_pkg_dir);
         fs::create_dir_all(&pkg).map_err(|e| e.to_string())?;
 
+        let split = split::split(&wasm_bytes, &pkg, &self.front_target(), &l.output_name)
+            .map_err(|e| e.to_string())?;
+        drop(wasm_bytes);
+        log(format!(
+            "split: {} modules apart from the main one ({:.1} s)",
+            split.modules.len(),
+            step.elapsed().as_secs_f64()
+        ));
+
+        let step = Instant::now();
         // As the wasm-bindgen CLI does by default (cargo-leptos runs it with
-        // `--target=web --out-name=<output-name>`); input given as bytes takes its name as
-        // the output's.
+        // `--target=web --out-name=<output-name>`, and with a split `--keep-lld-exports
+        // --no-demangle`: the split modules call the main module's functions through the
+        // exports the linker made); input given as bytes takes its name as the output's.
         wasm_bindgen_cli_support::Bindgen::new()
-            .input_bytes(&l.output_name, wasm_bytes)
+            .input_bytes(&l.output_name, split.main)
             .web(true)
             .map_err(|e| format!("wasm-bindgen: {e:#}"))?
             .typescript(true)
             .omit_default_module_path(false)
+            .keep_lld_exports(true)
+            .demangle(false)
             .generate(&pkg)
             .map_err(|e| format!("wasm-bindgen: {e:#}"))?;
         // Leptos' HydrationScripts asks for <output-name>.wasm, as cargo-leptos names it.
@@ -467,33 +497,71 @@ impl Build {
         ));
 
         let step = Instant::now();
-        let mut opt = Command::new(&wasm_opt.path);
-        // cargo-leptos's flags for a release build.
-        opt.args([
-            "-Oz",
-            "--enable-bulk-memory",
-            "--enable-nontrapping-float-to-int",
-        ])
-        .arg(&wasm_out)
-        .arg("-o")
-        .arg(&wasm_out);
-        run(opt, "wasm-opt")?;
+        for module in std::iter::once(&wasm_out).chain(&split.modules) {
+            let mut opt = Command::new(&wasm_opt.path);
+            // cargo-leptos's flags for a release build, and: the first kilobyte of memory is
+            // never used (Rust's stack grows down from 1 MiB towards it), so constant
+            // offsets may fold into loads and stores (1.3 KB of the compressed main module
+            // on 2026-12-06); no producers or target-features sections.
+            opt.args([
+                "-Oz",
+                "--enable-bulk-memory",
+                "--enable-nontrapping-float-to-int",
+                "--low-memory-unused",
+                "--strip-producers",
+                "--strip-target-features",
+                "--converge",
+            ])
+            .arg(module)
+            .arg("-o")
+            .arg(module);
+            run(opt, "wasm-opt")?;
+        }
+        let sizes: Vec<String> = std::iter::once(&wasm_out)
+            .chain(&split.modules)
+            .map(|module| {
+                format!(
+                    "{} {:.0} KB",
+                    module.file_name().unwrap_or_default().to_string_lossy(),
+                    fs::metadata(module).map(|m| m.len()).unwrap_or(0) as f64 / 1e3
+                )
+            })
+            .collect();
         log(format!(
-            "wasm-opt {:.1} s ({:.0} KB)",
+            "wasm-opt {:.1} s ({})",
             step.elapsed().as_secs_f64(),
-            fs::metadata(&wasm_out).map(|m| m.len()).unwrap_or(0) as f64 / 1e3
+            sizes.join(", ")
         ));
 
-        // The style file as it is: plain CSS, no bundling or minifying (cargo-leptos
-        // minifies it with lightningcss; brotli makes the difference small).
-        fs::write(pkg.join(format!("{}.css", l.output_name)), &style_bytes)
-            .map_err(|e| e.to_string())?;
+        // The style file without its comments and indentation (src/css.rs; cargo-leptos
+        // minifies it with lightningcss), no bundling.
+        let style = String::from_utf8(style_bytes)
+            .map_err(|_| format!("{} is not UTF-8", style.display()))?;
+        fs::write(
+            pkg.join(format!("{}.css", l.output_name)),
+            css::minify(&style),
+        )
+        .map_err(|e| e.to_string())?;
         for rel in &asset_files {
             let to = tmp.join(rel);
             if let Some(parent) = to.parent() {
                 fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             }
             fs::copy(assets.join(rel), &to).map_err(|e| format!("copying an asset: {e}"))?;
+        }
+
+        for name in [
+            format!("{}.js", l.output_name),
+            split::link_module_name(&l.output_name),
+        ] {
+            let path = pkg.join(&name);
+            let js = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            match js::minify(&js) {
+                Some(minified) => fs::write(&path, minified).map_err(|e| e.to_string())?,
+                None => log(format!(
+                    "{name} left as it is: a template literal spans lines"
+                )),
+            }
         }
 
         let step = Instant::now();
@@ -509,15 +577,22 @@ impl Build {
             step.elapsed().as_secs_f64()
         ));
         // What a first visit downloads, compressed as it is served.
-        let first_visit = ["wasm", "js", "css"]
-            .iter()
-            .map(|ext| {
-                let path = pkg.join(format!("{}.{ext}.br", l.output_name));
-                fs::metadata(&path)
-                    .map(|m| m.len())
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .sum::<Result<u64>>()?;
+        // The main module, its JS, the split's link module (the JS imports it) and the
+        // style sheet; not the split modules, which the room fetches.
+        let first_visit = [
+            format!("{}.wasm", l.output_name),
+            format!("{}.js", l.output_name),
+            split::link_module_name(&l.output_name),
+            format!("{}.css", l.output_name),
+        ]
+        .iter()
+        .map(|file| {
+            let path = pkg.join(format!("{file}.br"));
+            fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .sum::<Result<u64>>()?;
         log(format!(
             "first visit: {} KB of brotli-compressed wasm, JS and CSS (budget {} KB)",
             first_visit / 1000,

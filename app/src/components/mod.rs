@@ -8,6 +8,7 @@
 
 mod composer;
 mod message;
+mod room_code;
 pub mod route;
 mod search;
 mod text;
@@ -21,8 +22,14 @@ use crate::store::{typing_text, Action, ChatStore, Connection};
 
 use composer::{Compose, Composer};
 use message::LogLine;
+use room_code::RoomCode;
 use route::{CurrentPath, Page};
-use search::{SearchForm, SearchPanel};
+use search::SearchPanel;
+
+#[cfg(feature = "browser")]
+pub use room_code::{
+    load_before_hydrating as load_room_code, needed_to_hydrate as room_code_needed_to_hydrate,
+};
 
 /// The HTML document around the app, rendered on the server. `asset_root` prefixes the
 /// site's `/pkg/…` URLs: the server versions them so browsers may cache them for good.
@@ -89,6 +96,8 @@ fn ChatPage(room: String) -> impl IntoView {
     let returning = use_context::<crate::store::ReturningVisitor>().is_some_and(|r| r.0);
     let store = ChatStore::new(room.clone(), returning);
     provide_context(store);
+    let code = RoomCode::new();
+    provide_context(code);
     // The room is drawn once, whether for a returning visitor before the join or after
     // one: a rebuild when `me` arrives would drop what was typed and where focus was.
     let in_room = Memo::new(move |_| store.in_room());
@@ -129,12 +138,12 @@ fn ChatPage(room: String) -> impl IntoView {
                     <span class="brand">"Banter"</span>
                     <span class="room-name">"# "{room.clone()}</span>
                 </h1>
-                {move || in_room.get().then(|| view! { <SearchForm/> })}
+                {move || in_room.get().then(|| code.search_form())}
                 <ConnectionBanner/>
             </header>
             {move || {
                 if in_room.get() {
-                    view! { <ChatRoom/> }.into_any()
+                    code.room().into_any()
                 } else {
                     view! { <JoinForm/> }.into_any()
                 }
@@ -222,8 +231,11 @@ fn JoinForm() -> impl IntoView {
             .unwrap_or_default(),
     );
     let (local_error, set_local_error) = signal(None::<String>);
+    // The room's code comes while the name is typed (room_code.rs).
+    let code = expect_context::<RoomCode>();
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        code.fetch();
         // The server checks the rest (writing systems, look-alikes) and answers with the
         // same kind of message, shown at the same field.
         match crate::protocol::validate_name_shape(&name.get_untracked()) {
@@ -237,7 +249,7 @@ fn JoinForm() -> impl IntoView {
     let error = move || local_error.get().or_else(|| store.join_error.get());
     view! {
         <main class="join">
-            <form class="join-form" on:submit=on_submit>
+            <form class="join-form" on:submit=on_submit on:focusin=move |_| code.fetch()>
                 <h2>"Join the conversation"</h2>
                 <label for="name">"Name"</label>
                 <input
