@@ -78,10 +78,11 @@ const STAMP: &str = ".xtask-stamp";
 /// to 201 KB on 2026-12-06, when the room's views became a wasm module of their own that
 /// the page fetches once the visitor starts joining (src/split.rs), and the served CSS and
 /// JS lost their comments and indentation (src/css.rs, src/js.rs): 200.5 KB, counting the
-/// main module, the wasm-bindgen JS, the split's link module and the CSS.
+/// main module, the wasm-bindgen JS, the split's link module and the CSS; to 200 KB, the
+/// aim itself, when the tab's title was set without leptos_meta (198.2 KB).
 /// Where the bytes go, and what would bring them down: docs/PERFORMANCE.md, "Where the
 /// wasm goes".
-const FIRST_VISIT_BUDGET: u64 = 201_000;
+const FIRST_VISIT_BUDGET: u64 = 200_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

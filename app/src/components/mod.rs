@@ -15,7 +15,6 @@ mod text;
 
 use leptos::either::EitherOf3;
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Title};
 
 use crate::protocol::{validate_room, MAX_NAME_CHARS};
 use crate::store::{typing_text, Action, ChatStore, Connection};
@@ -23,7 +22,7 @@ use crate::store::{typing_text, Action, ChatStore, Connection};
 use composer::{Compose, Composer};
 use message::LogLine;
 use room_code::RoomCode;
-use route::{CurrentPath, Page};
+use route::{CurrentPath, Page, RequestPath};
 use search::SearchPanel;
 
 #[cfg(feature = "browser")]
@@ -38,6 +37,12 @@ pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
         "{asset_root}/{}/{}.css",
         options.site_pkg_dir, options.output_name
     );
+    // The page's title as it stands before anything is unread; the browser keeps it up to
+    // date from there (`set_title`).
+    let title = match use_context::<RequestPath>().map(|RequestPath(path)| Page::of(&path)) {
+        Some(Page::Room(room)) => room_title(&room, 0, 0),
+        _ => "Banter".to_owned(),
+    };
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -50,7 +55,7 @@ pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
                 // `id="leptos"` is the sheet cargo-leptos watch swaps when the CSS changes.
                 <link id="leptos" rel="stylesheet" href=stylesheet/>
                 <HydrationScripts options root=asset_root/>
-                <MetaTags/>
+                <title>{title}</title>
             </head>
             <body>
                 <App/>
@@ -61,12 +66,16 @@ pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
 
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
     let path = CurrentPath::provide();
     // A new page only when the path names another one: a query (`?at=`) is the page's own.
     let page = Memo::new(move |_| Page::of(&path.get()));
+    // A room's page keeps its own title (ChatPage); the others are "Banter".
+    Effect::new(move |_| {
+        if !matches!(page.get(), Page::Room(_)) {
+            set_title("Banter");
+        }
+    });
     view! {
-        <Title text="Banter"/>
         {move || match page.get() {
             Page::Room(room) => EitherOf3::A(view! { <ChatPage room/> }),
             Page::NoSuchRoom(why) => EitherOf3::B(view! {
@@ -112,20 +121,17 @@ fn ChatPage(room: String) -> impl IntoView {
     });
 
     // Unread messages in the joined rooms, in the tab title, and how many mention the reader.
-    let title = {
+    {
         let room = room.clone();
-        move || {
-            let total = store.unread_total.get();
-            let mentions = store.mentions_total.get();
-            match (total, mentions) {
-                (0, _) => format!("#{room} · Banter"),
-                (total, 0) => format!("({total}) #{room} · Banter"),
-                (total, mentions) => format!("({total} · @{mentions}) #{room} · Banter"),
-            }
-        }
-    };
+        Effect::new(move |_| {
+            set_title(&room_title(
+                &room,
+                store.unread_total.get(),
+                store.mentions_total.get(),
+            ))
+        });
+    }
     view! {
-        <Title text=title/>
         <div
             id="banter"
             class="app"
@@ -150,6 +156,26 @@ fn ChatPage(room: String) -> impl IntoView {
             }}
         </div>
     }
+}
+
+/// A room page's title: the room, with the unread messages of the joined rooms and how
+/// many of them mention the reader.
+fn room_title(room: &str, unread: u32, mentions: u32) -> String {
+    match (unread, mentions) {
+        (0, _) => format!("#{room} · Banter"),
+        (unread, 0) => format!("({unread}) #{room} · Banter"),
+        (unread, mentions) => format!("({unread} · @{mentions}) #{room} · Banter"),
+    }
+}
+
+/// Sets the tab's title (in the browser; the server writes `<title>` in `shell`). Banter's
+/// own instead of leptos_meta's `<Title>`, which brought its tag registry and an
+/// `indexmap` into the first page's wasm for one element.
+fn set_title(title: &str) {
+    #[cfg(feature = "browser")]
+    document().set_title(title);
+    #[cfg(not(feature = "browser"))]
+    let _ = title;
 }
 
 /// The page's cookies as `document.cookie` gives them.
