@@ -29,6 +29,35 @@ test("a first visit fetches the room's code only once the visitor starts joining
   expect(fetched).toHaveLength(1);
 });
 
+test("a returning visitor's page asks for the room's code beside the main module, once", async ({
+  openUser,
+}) => {
+  const dave = await openAndJoin(openUser, "dave");
+  const fetched: string[] = [];
+  const preloadWarnings: string[] = [];
+  dave.page.on("request", (request) => {
+    if (ROOM_MODULE.test(new URL(request.url()).pathname)) fetched.push(request.url());
+  });
+  dave.page.on("console", (msg) => {
+    if (/preload/i.test(msg.text())) preloadWarnings.push(msg.text());
+  });
+  const response = await dave.page.reload();
+  const html = (await response?.text()) ?? "";
+  // In the server's page, before any script ran.
+  expect(html).toMatch(/<link rel="preload" href="[^"]*\/pkg\/split_room\.wasm" as="fetch" crossorigin="anonymous"/);
+  await waitHydrated(dave.page);
+  await send(dave.page, "hydrated with the preloaded room");
+  await expect(messageItem(dave.page, "hydrated with the preloaded room")).toHaveAttribute(
+    "data-status",
+    "delivered",
+  );
+  // The link module's fetch took the preloaded response: one request, and no warning
+  // that the preload went unused.
+  expect(fetched).toHaveLength(1);
+  await dave.page.waitForTimeout(3500);
+  expect(preloadWarnings).toEqual([]);
+});
+
 test("when the room's code cannot be downloaded the page says so, and Try again brings the room", async ({
   openUser,
 }) => {

@@ -67,6 +67,23 @@ pub fn asset_root() -> String {
         .unwrap_or_default()
 }
 
+/// The URL of the room's wasm module (`app::components::ROOM_MODULE_FILE`), when the site has
+/// one: the release build splits it off; development builds link the room in.
+pub fn room_module_url(options: &LeptosOptions) -> Option<String> {
+    let path = format!(
+        "{}/{}",
+        options.site_pkg_dir,
+        app::components::ROOM_MODULE_FILE
+    );
+    #[cfg(feature = "embed")]
+    let present = Site::get(&path).is_some();
+    #[cfg(not(feature = "embed"))]
+    let present = std::path::Path::new(options.site_root.as_ref())
+        .join(&path)
+        .is_file();
+    present.then(|| format!("{}/{path}", asset_root()))
+}
+
 /// A hash of every embedded file (path and content), computed once: 16 hex digits.
 #[cfg(feature = "embed")]
 fn fingerprint() -> Option<&'static str> {

@@ -130,10 +130,15 @@ pub fn build_node(
                 })
                 .unwrap_or_default();
             let asset_root = assets::asset_root();
+            let room_module = assets::room_module_url(&leptos_options);
             move || {
                 set_page_policy(&live_reload);
                 provide_request_facts();
-                shell(leptos_options.clone(), asset_root.clone())
+                shell(
+                    leptos_options.clone(),
+                    asset_root.clone(),
+                    room_module.clone(),
+                )
             }
         },
     );

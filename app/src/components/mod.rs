@@ -25,6 +25,7 @@ use room_code::RoomCode;
 use route::{CurrentPath, Page, RequestPath};
 use search::SearchPanel;
 
+pub use room_code::ROOM_MODULE_FILE;
 #[cfg(feature = "browser")]
 pub use room_code::{
     load_before_hydrating as load_room_code, needed_to_hydrate as room_code_needed_to_hydrate,
@@ -32,17 +33,30 @@ pub use room_code::{
 
 /// The HTML document around the app, rendered on the server. `asset_root` prefixes the
 /// site's `/pkg/…` URLs: the server versions them so browsers may cache them for good.
-pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
+/// `room_module` is the URL of the room's wasm module in a build that has one: a page the
+/// server draws with the room asks for it at once, beside the main module, since it
+/// hydrates only once both are in (room_code.rs).
+pub fn shell(
+    options: LeptosOptions,
+    asset_root: String,
+    room_module: Option<String>,
+) -> impl IntoView {
     let stylesheet = format!(
         "{asset_root}/{}/{}.css",
         options.site_pkg_dir, options.output_name
     );
     // The page's title as it stands before anything is unread; the browser keeps it up to
     // date from there (`set_title`).
-    let title = match use_context::<RequestPath>().map(|RequestPath(path)| Page::of(&path)) {
-        Some(Page::Room(room)) => room_title(&room, 0, 0),
+    let page = use_context::<RequestPath>().map(|RequestPath(path)| Page::of(&path));
+    let title = match &page {
+        Some(Page::Room(room)) => room_title(room, 0, 0),
         _ => "Banter".to_owned(),
     };
+    let returning = use_context::<crate::store::ReturningVisitor>().is_some_and(|r| r.0);
+    // As the link module fetches it (same origin, CORS mode), so that the fetch takes it.
+    let room_module = room_module
+        .filter(|_| returning && matches!(page, Some(Page::Room(_))))
+        .map(|href| view! { <link rel="preload" href=href r#as="fetch" crossorigin="anonymous"/> });
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -55,6 +69,7 @@ pub fn shell(options: LeptosOptions, asset_root: String) -> impl IntoView {
                 // `id="leptos"` is the sheet cargo-leptos watch swaps when the CSS changes.
                 <link id="leptos" rel="stylesheet" href=stylesheet/>
                 <HydrationScripts options root=asset_root/>
+                {room_module}
                 <title>{title}</title>
             </head>
             <body>

@@ -23,6 +23,11 @@
 use leptos::either::EitherOf3;
 use leptos::prelude::*;
 
+/// The room's module in the site's package directory: `split_` and the name of the split
+/// (`room`, below), as wasm_split_cli_support names it. The server preloads it for pages it
+/// draws with the room; the Playwright suite fails if the name changes.
+pub const ROOM_MODULE_FILE: &str = "split_room.wasm";
+
 /// Where the room's code is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodeState {
