@@ -12,7 +12,9 @@
 //! What this does: after wasm-bindgen, every function whose demangled name contains
 //! `hydrate_async` gets the body `unreachable`; wasm-opt then drops what only those bodies
 //! called. Banter hydrates with `leptos::mount::hydrate_body`, synchronously, so none of
-//! them runs.
+//! them runs. It runs on the main module and on each module split off from it
+//! (src/split.rs); the modules call each other's functions through the shared table, by
+//! slot, and a function the other side calls so keeps its body.
 //!
 //! Guaranteed: the pass refuses a module that has an async hydration entry point
 //! (`hydrate_from_async`, `hydrate_lazy`), so a front end that starts hydrating
@@ -25,8 +27,8 @@
 
 use std::collections::HashSet;
 
-use walrus::ir::{dfs_in_order, Instr, Unreachable, Visitor};
-use walrus::{ExportItem, FunctionId, FunctionKind, Module};
+use walrus::ir::{dfs_in_order, Const, Instr, InstrLocId, InstrSeq, Unreachable, Value, Visitor};
+use walrus::{ConstExpr, ElementItems, ElementKind, ExportItem, FunctionId, FunctionKind, Module};
 
 /// Names that mark the async hydration path, demangled (the split's main module keeps
 /// rustc's mangled names: xtask/src/split.rs).
@@ -46,6 +48,8 @@ pub struct Stripped {
     pub functions: usize,
     /// Their instructions before (walrus's count; wasm-opt removes what they called).
     pub instructions: u64,
+    /// The module's functions the split modules call through the table.
+    pub called_from_split: usize,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -63,8 +67,11 @@ pub enum StripError {
     NothingToStrip,
 }
 
-/// Makes every function of the async hydration path `unreachable`, in place.
-pub fn strip(module: &mut Module) -> Result<Stripped, StripError> {
+/// Makes every function of the async hydration path `unreachable`, in place. `split_off`
+/// are the modules cut from the same wasm (src/split.rs): they call this module's
+/// functions through the shared function table, by slot, so a function in a slot that one
+/// of them names keeps its body, as one this module calls does.
+pub fn strip(module: &mut Module, split_off: &[Module]) -> Result<Stripped, StripError> {
     if let Some(entry) = module.funcs.iter().find_map(|f| {
         let name = demangled(f.name.as_deref()?);
         ASYNC_ENTRY_POINTS
@@ -74,11 +81,13 @@ pub fn strip(module: &mut Module) -> Result<Stripped, StripError> {
     }) {
         return Err(StripError::UsesAsyncHydration(entry));
     }
+    let called_from_split = functions_in_slots(module, &slots_named(split_off));
     let mut stripped = Stripped {
         functions: 0,
         instructions: 0,
+        called_from_split: called_from_split.len(),
     };
-    for id in async_only(module) {
+    for id in async_only(module, &called_from_split) {
         let FunctionKind::Local(local) = &mut module.funcs.get_mut(id).kind else {
             continue;
         };
@@ -107,7 +116,7 @@ fn demangled(name: &str) -> String {
 /// function named `…::hydrate_async::{{closure}}` may also be the body of a synchronous
 /// `hydrate`, which calls it (seen on 2026-12-05: `(A, B, C)`'s async closure, called from
 /// a reactive view's `hydrate`).
-fn async_only(module: &Module) -> Vec<FunctionId> {
+fn async_only(module: &Module, also_kept: &HashSet<FunctionId>) -> Vec<FunctionId> {
     let named: HashSet<FunctionId> = module
         .funcs
         .iter()
@@ -132,6 +141,7 @@ fn async_only(module: &Module) -> Vec<FunctionId> {
         _ => None,
     }));
     to_follow.extend(module.start);
+    to_follow.extend(also_kept.iter().copied());
     while let Some(id) = to_follow.pop() {
         if !kept.insert(id) {
             continue;
@@ -150,6 +160,71 @@ fn async_only(module: &Module) -> Vec<FunctionId> {
     let mut only: Vec<FunctionId> = named.difference(&kept).copied().collect();
     only.sort_unstable_by_key(|id| id.index());
     only
+}
+
+/// The function table slots the code of `modules` calls through: a split module calls
+/// the main module's functions as `i32.const <slot>; call_indirect`.
+fn slots_named(modules: &[Module]) -> HashSet<i32> {
+    let mut calls = SlotCalls::default();
+    for module in modules {
+        for function in module.funcs.iter() {
+            if let FunctionKind::Local(local) = &function.kind {
+                calls.previous = None;
+                dfs_in_order(&mut calls, local, local.entry_block());
+            }
+        }
+    }
+    calls.slots
+}
+
+/// The functions `module`'s active element segments put in those table slots.
+fn functions_in_slots(module: &Module, slots: &HashSet<i32>) -> HashSet<FunctionId> {
+    let mut found = HashSet::new();
+    for element in module.elements.iter() {
+        let (ElementKind::Active { offset, .. }, ElementItems::Functions(functions)) =
+            (&element.kind, &element.items)
+        else {
+            continue;
+        };
+        let ConstExpr::Value(Value::I32(start)) = offset else {
+            continue;
+        };
+        for (slot, &function) in (*start..).zip(functions) {
+            if slots.contains(&slot) {
+                found.insert(function);
+            }
+        }
+    }
+    found
+}
+
+/// Collects the constants that come right before a `call_indirect`, in code order.
+#[derive(Default)]
+struct SlotCalls {
+    previous: Option<i32>,
+    slots: HashSet<i32>,
+}
+
+impl<'instr> Visitor<'instr> for SlotCalls {
+    fn visit_instr(&mut self, instr: &'instr Instr, _: &'instr InstrLocId) {
+        match instr {
+            Instr::CallIndirect(_) => {
+                self.slots.extend(self.previous);
+            }
+            Instr::Const(Const {
+                value: Value::I32(value),
+            }) => {
+                self.previous = Some(*value);
+                return;
+            }
+            _ => {}
+        }
+        self.previous = None;
+    }
+
+    fn start_instr_seq(&mut self, _: &'instr InstrSeq) {
+        self.previous = None;
+    }
 }
 
 /// The functions an instruction sequence names: calls, `ref.func`.
@@ -199,7 +274,7 @@ mod tests {
             "<T as tachys::view::any_view::IntoAny>::into_any::hydrate_from_server::h3",
             "tachys::view::RenderHtml::hydrate::h4",
         ]);
-        let stripped = strip(&mut module).unwrap();
+        let stripped = strip(&mut module, &[]).unwrap();
         assert_eq!(stripped.functions, 2);
         assert!(stripped.instructions >= 2);
         let unreachable: Vec<bool> = ids.iter().map(|&id| is_unreachable(&module, id)).collect();
@@ -229,7 +304,7 @@ mod tests {
         };
         *local = body;
 
-        let stripped = strip(&mut module).unwrap();
+        let stripped = strip(&mut module, &[]).unwrap();
         assert_eq!(stripped.functions, 1);
         let unreachable: Vec<bool> = ids.iter().map(|&id| is_unreachable(&module, id)).collect();
         assert_eq!(unreachable, [false, false, true]);
@@ -242,10 +317,46 @@ mod tests {
             "tachys::view::RenderHtml::hydrate_async::h2",
         ]);
         assert!(matches!(
-            strip(&mut module),
+            strip(&mut module, &[]),
             Err(StripError::UsesAsyncHydration(name)) if name.starts_with("leptos::mount::hydrate_from_async")
         ));
         assert!(!is_unreachable(&module, ids[1]));
+    }
+
+    #[test]
+    fn a_function_a_split_module_calls_through_the_table_keeps_its_body() {
+        let (mut main, ids) = module(&[
+            "tachys::view::tuples::<impl RenderHtml for (A,B,C)>::hydrate_async::{{closure}}::h1",
+            "tachys::view::RenderHtml::hydrate_async::h2",
+        ]);
+        let table = main
+            .tables
+            .add_local(false, 8, None, walrus::RefType::FUNCREF);
+        main.elements.add(
+            ElementKind::Active {
+                table,
+                offset: ConstExpr::Value(Value::I32(3)),
+            },
+            ElementItems::Functions(ids.clone()),
+        );
+        // The split module calls slot 3 (the first function), as a stub does.
+        let mut split = Module::with_config(ModuleConfig::new());
+        let split_table = split
+            .tables
+            .add_local(false, 8, None, walrus::RefType::FUNCREF);
+        let ty = split.types.add(&[], &[ValType::I32]);
+        let mut stub = FunctionBuilder::new(&mut split.types, &[], &[ValType::I32]);
+        // A constant that only happens to be a slot number (4) is not a call.
+        stub.func_body()
+            .i32_const(4)
+            .drop()
+            .i32_const(3)
+            .call_indirect(ty, split_table);
+        stub.finish(vec![], &mut split.funcs);
+
+        assert_eq!(strip(&mut main, &[split]).map(|s| s.functions), Ok(1));
+        assert!(!is_unreachable(&main, ids[0]));
+        assert!(is_unreachable(&main, ids[1]));
     }
 
     #[test]
@@ -255,13 +366,13 @@ mod tests {
             "_ZN6tachys4view10RenderHtml13hydrate_async17h0123456789abcdefE",
             "_ZN6tachys4view10RenderHtml7hydrate17h0123456789abcdefE",
         ]);
-        assert_eq!(strip(&mut module).map(|s| s.functions), Ok(1));
+        assert_eq!(strip(&mut module, &[]).map(|s| s.functions), Ok(1));
         assert!(is_unreachable(&module, ids[0]));
         assert!(!is_unreachable(&module, ids[1]));
 
         let (mut module, _) = module_with_entry();
         assert!(matches!(
-            strip(&mut module),
+            strip(&mut module, &[]),
             Err(StripError::UsesAsyncHydration(name)) if name == "leptos::mount::hydrate_from_async"
         ));
     }
@@ -276,6 +387,6 @@ mod tests {
     #[test]
     fn nothing_to_strip_is_an_error() {
         let (mut module, _) = module(&["tachys::view::RenderHtml::hydrate::h1"]);
-        assert_eq!(strip(&mut module), Err(StripError::NothingToStrip));
+        assert_eq!(strip(&mut module, &[]), Err(StripError::NothingToStrip));
     }
 }
