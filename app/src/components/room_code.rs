@@ -5,9 +5,10 @@
 //! joined. In the release build (`cargo xtask build-release`, the `split` feature) the
 //! room's views are a wasm module of their own, the `room` split of `wasm_split` (leptos
 //! re-exports it), which the xtask cuts out of the wasm: the first visit downloads the
-//! join form's code and the client core, and the room's module is fetched as soon as the
-//! visitor starts on the join form (and at the latest when the join is sent), so it is
-//! usually there before the server's answer is.
+//! join form's code and the client core, and the room's module is fetched when the visitor
+//! focuses the join form (and at the latest when the join is sent), so it is usually there
+//! before the server's answer is. A page the server draws with the room (a returning
+//! visitor's) preloads it beside the main module (`shell`).
 //!
 //! What is guaranteed: one view in every build. [`RoomCode`] is [`CodeState::Loaded`] from
 //! the start wherever the room's code is linked in (the server, `cargo leptos watch`,
