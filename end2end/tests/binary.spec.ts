@@ -191,6 +191,14 @@ test("the site's assets have versioned names and are cached for good, so a reloa
       expect(res.headers["cache-control"], other).toBe("no-cache");
     }
   }
+  // The room's module, fetched long after the page started into its main module's memory,
+  // is never another build's: a page of an older build gets 404 and offers to reload.
+  const roomModule = `/pkg/split_room.wasm`;
+  const current = await rawGet(new URL(`/a/${fingerprint}${roomModule}`, server.url).toString(), {});
+  expect(current.status, "the room's module").toBe(200);
+  expect(current.headers["cache-control"]).toBe("public, max-age=31536000, immutable");
+  const stale = await rawGet(new URL(`/a/0123456789abcdef${roomModule}`, server.url).toString(), {});
+  expect(stale.status, "the room's module for a page of another build").toBe(404);
   for (const bad of ["/a/", `/a/${fingerprint}`, `/a/${fingerprint}/`, `/a/${fingerprint}/pkg/nothing.wasm`]) {
     expect((await rawGet(new URL(bad, server.url).toString(), {})).status, bad).toBe(404);
   }

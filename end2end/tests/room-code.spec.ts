@@ -68,7 +68,7 @@ test("when the room's code cannot be downloaded the page says so, and Try again 
 
   // Joined (the chat goes on without the room's views), but the room cannot be drawn.
   await expect(bob.page.getByRole("alert")).toHaveText(
-    "The room could not be downloaded. Check the connection and try again.",
+    "The room could not be downloaded. Check the connection and try again, or reload the page if Banter was just updated.",
   );
   await expect(bob.page.getByLabel("Message", { exact: true })).toHaveCount(0);
 
@@ -82,7 +82,7 @@ test("when the room's code cannot be downloaded the page says so, and Try again 
   );
 });
 
-test("a returning visitor whose room's code fails to download is told so, and can try again", async ({
+test("a returning visitor whose room's code fails to download is told so, and a reload brings the room", async ({
   openUser,
 }) => {
   const carol = await openAndJoin(openUser, "carol");
@@ -93,11 +93,14 @@ test("a returning visitor whose room's code fails to download is told so, and ca
   await carol.page.reload();
   await waitHydrated(carol.page);
   await expect(carol.page.getByRole("alert")).toHaveText(
-    "The room could not be downloaded. Check the connection and try again.",
+    "The room could not be downloaded. Check the connection and try again, or reload the page if Banter was just updated.",
   );
 
   await carol.page.unroute(ROOM_MODULE);
-  await carol.page.getByRole("button", { name: "Try again" }).click();
+  const reloaded = carol.page.waitForEvent("load");
+  await carol.page.getByRole("button", { name: "Reload the page" }).click();
+  await reloaded;
+  await waitHydrated(carol.page);
   await expect(carol.page.getByLabel("Message", { exact: true })).toBeVisible();
   await expect(messageItem(carol.page, "before the reload")).toHaveAttribute(
     "data-status",

@@ -31,6 +31,9 @@ pub async fn static_files(
         Some(rest) => match rest.split_once('/') {
             Some((version, inner)) if !inner.is_empty() => {
                 let current = fingerprint().is_some_and(|current| current == version);
+                if !current && !servable_to_another_build(inner) {
+                    return not_found();
+                }
                 let cache = if current { IMMUTABLE } else { REVALIDATE };
                 (inner.to_owned(), cache)
             }
@@ -51,6 +54,17 @@ pub async fn static_files(
         }
     }
     not_found()
+}
+
+/// Whether a page of another build may be answered with this build's file. Not a module
+/// split off the wasm (`split_*.wasm`, `chunk_*.wasm`): a page fetches one long after it
+/// started (the room's, once the visitor joins), into the memory and function table of
+/// the main module it already runs, which this build's module does not fit. Such a
+/// request is answered 404, and the page says the room could not be downloaded and offers
+/// to reload (app/src/components/room_code.rs), which brings this build whole.
+fn servable_to_another_build(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    !(name.ends_with(".wasm") && (name.starts_with("split_") || name.starts_with("chunk_")))
 }
 
 /// The first path segment of versioned asset URLs (without slashes).
@@ -238,6 +252,25 @@ mod tests {
         assert_ne!(of(&[b"ab", b"c"]), of(&[b"a", b"bc"]));
         assert_ne!(of(&[b"pkg/banter.wasm"]), of(&[b"pkg/banter.wasn"]));
         assert_eq!(of(&[b"x"]), of(&[b"x"]));
+    }
+
+    #[test]
+    fn a_page_of_another_build_gets_no_split_module() {
+        for path in [
+            "pkg/banter.wasm",
+            "pkg/banter.js",
+            "pkg/banter_split.js",
+            "favicon.svg",
+        ] {
+            assert!(servable_to_another_build(path), "{path}");
+        }
+        for path in ["pkg/split_room.wasm", "pkg/chunk_0.wasm"] {
+            assert!(!servable_to_another_build(path), "{path}");
+        }
+        assert_eq!(
+            format!("pkg/{}", app::components::ROOM_MODULE_FILE),
+            "pkg/split_room.wasm"
+        );
     }
 
     #[test]

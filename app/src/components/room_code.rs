@@ -16,8 +16,10 @@
 //! a returning visitor's page, which the server renders with the room, waits for the
 //! room's module before it hydrates (`frontend`: [`load_before_hydrating`]). A download
 //! that fails shows why and a button to try again, and a later try starts afresh
-//! (`wasm_split` keeps only successes); nothing the visitor typed or sent is lost, the
-//! chat keeps running without the room's views. What is not: that the module is there
+//! (`wasm_split` keeps only successes), or a reload, which is what helps when Banter was
+//! updated while the page was open (the server refuses a split module to a page of another
+//! build: server/src/assets.rs); nothing the visitor typed or sent is lost, the chat keeps
+//! running without the room's views. What is not: that the module is there
 //! before the join's answer on a slow connection (the room shows "Opening the room…"
 //! until it is).
 
@@ -108,14 +110,25 @@ impl RoomCode {
     }
 
     fn failed(self) -> impl IntoView {
+        // Reloading brings the page and its modules of one build: the server refuses a
+        // split module to a page of another (an update while the page was open).
+        let reload = |_| {
+            #[cfg(feature = "browser")]
+            let _ = window().location().reload();
+        };
         view! {
             <main class="room-code">
                 <p role="alert">
-                    "The room could not be downloaded. Check the connection and try again."
+                    "The room could not be downloaded. Check the connection and try again,                      or reload the page if Banter was just updated."
                 </p>
-                <button type="button" on:click=move |_| self.fetch()>
-                    "Try again"
-                </button>
+                <div class="room-code-actions">
+                    <button type="button" on:click=move |_| self.fetch()>
+                        "Try again"
+                    </button>
+                    <button type="button" on:click=reload>
+                        "Reload the page"
+                    </button>
+                </div>
             </main>
         }
     }
