@@ -286,6 +286,11 @@ impl FrameCodec {
             }
             self.out_buffer.drain(0..len);
         }
+        // Banter's patch (vendor/README.md): give the buffer back once it is written out.
+        // It grows to the largest frame sent and was kept at that size for the life of
+        // the connection: on a server of mostly idle connections, one of the largest
+        // costs after the socket's own state. One allocation per flush is the price.
+        self.out_buffer = Vec::new();
 
         Ok(())
     }
