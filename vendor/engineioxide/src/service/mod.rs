@@ -212,8 +212,13 @@ where
     let RequestInfo { protocol, sid, .. } = RequestInfo::parse(&req, &engine.config)?;
 
     let (parts, _) = req.into_parts();
-    let fut = crate::transport::ws::on_init(engine, conn, protocol, sid, parts);
-    tokio::spawn(fut);
+    // As in `ws::new_req`: the reader gets a task of its own once the socket is set up.
+    tokio::spawn(async move {
+        use crate::transport::ws;
+        if let Ok((socket, rx)) = ws::set_up(engine.clone(), conn, protocol, sid, parts).await {
+            tokio::spawn(ws::read_until_closed(engine, rx, socket));
+        }
+    });
 
     Ok(())
 }
