@@ -45,7 +45,7 @@ fn member_of(peer: &Peer, room: &str) -> Result<Speaker, ProtocolError> {
     }
 }
 
-pub async fn on_join(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_join(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::JOIN, Cost::Request, |chat, peer| async move {
             join(&chat, &peer, &payload).await
@@ -234,7 +234,7 @@ async fn identify(
     Ok(speaker)
 }
 
-pub async fn on_message(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_message(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -258,7 +258,7 @@ pub async fn on_message(State(chat): State<ChatState>, request: Request, payload
         .await;
 }
 
-pub async fn on_edit(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_edit(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::EDIT, Cost::Message, |chat, peer| async move {
             let req: EditRequest = payload.decode()?;
@@ -271,7 +271,7 @@ pub async fn on_edit(State(chat): State<ChatState>, request: Request, payload: P
         .await;
 }
 
-pub async fn on_delete(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_delete(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -288,7 +288,7 @@ pub async fn on_delete(State(chat): State<ChatState>, request: Request, payload:
         .await;
 }
 
-pub async fn on_react(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_react(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::REACT, Cost::Message, |chat, peer| async move {
             let req: ReactRequest = payload.decode()?;
@@ -386,7 +386,7 @@ fn refused(refusal: ChangeRefusal) -> ProtocolError {
     ProtocolError::new(code, message)
 }
 
-pub async fn on_history(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_history(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -519,7 +519,7 @@ async fn rooms_without_messages(
     Ok((page, None))
 }
 
-pub async fn on_rooms(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_rooms(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -592,7 +592,7 @@ pub async fn on_rooms(State(chat): State<ChatState>, request: Request, payload: 
         .await;
 }
 
-pub async fn on_watch(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_watch(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::WATCH, Cost::Request, |chat, peer| async move {
             let req: WatchRequest = payload.decode()?;
@@ -637,7 +637,7 @@ pub async fn on_watch(State(chat): State<ChatState>, request: Request, payload: 
         .await;
 }
 
-pub async fn on_search(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_search(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(
             chat,
@@ -683,7 +683,7 @@ pub async fn on_search(State(chat): State<ChatState>, request: Request, payload:
         .await;
 }
 
-pub async fn on_typing(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_typing(State(chat): State<ChatState>, request: Request, payload: Payload) {
     // Typing needs no ack; a refusal still reaches the client as an `error` event.
     request
         .handle(chat, event::TYPING, Cost::Typing, |chat, peer| async move {
@@ -696,7 +696,7 @@ pub async fn on_typing(State(chat): State<ChatState>, request: Request, payload:
         .await;
 }
 
-pub async fn on_leave(State(chat): State<ChatState>, request: Request, payload: Payload) {
+async fn on_leave(State(chat): State<ChatState>, request: Request, payload: Payload) {
     request
         .handle(chat, event::LEAVE, Cost::Request, |chat, peer| async move {
             let req: LeaveRequest = payload.decode()?;
@@ -709,7 +709,39 @@ pub async fn on_leave(State(chat): State<ChatState>, request: Request, payload: 
 }
 
 /// Any event the contract does not have.
-pub async fn on_unknown_event(State(chat): State<ChatState>, request: Request, Event(name): Event) {
+/// Every event of a connection comes here and goes to its handler by name.
+///
+/// One handler per socket, rather than one registered per event: socketioxide keeps a map
+/// of a socket's handlers for as long as the socket lives, and eleven events made it about
+/// 700 bytes of every idle connection (docs/PERFORMANCE.md, "What stays after the crowd
+/// settles"). The fallback handler is a single field.
+pub async fn on_event(
+    State(chat): State<ChatState>,
+    request: Request,
+    payload: Payload,
+    Event(name): Event,
+) {
+    let chat = State(chat);
+    match name.as_str() {
+        event::JOIN => on_join(chat, request, payload).await,
+        event::MESSAGE => on_message(chat, request, payload).await,
+        event::EDIT => on_edit(chat, request, payload).await,
+        event::DELETE => on_delete(chat, request, payload).await,
+        event::REACT => on_react(chat, request, payload).await,
+        event::TYPING => on_typing(chat, request, payload).await,
+        event::LEAVE => on_leave(chat, request, payload).await,
+        event::HISTORY => on_history(chat, request, payload).await,
+        event::ROOMS => on_rooms(chat, request, payload).await,
+        event::WATCH => on_watch(chat, request, payload).await,
+        event::SEARCH => on_search(chat, request, payload).await,
+        _ => on_unknown_event(chat, request, name).await,
+    }
+}
+
+/// An event the contract does not have: socketioxide would drop it, and a client waiting
+/// on an ack for a misspelt event would wait for ever, so it is refused like any other
+/// bad request.
+async fn on_unknown_event(State(chat): State<ChatState>, request: Request, name: String) {
     // The name goes back in the answer: keep a hostile one short.
     let shown: String = name.chars().take(64).collect();
     let refusal = bad_request(format!(

@@ -638,20 +638,8 @@ pub async fn register_handlers(
         chat.options.limits.max_queued_requests,
     );
     socket.extensions.insert(Arc::new(conn));
-    socket_ref.on(event::JOIN, handlers::on_join);
-    socket_ref.on(event::MESSAGE, handlers::on_message);
-    socket_ref.on(event::EDIT, handlers::on_edit);
-    socket_ref.on(event::DELETE, handlers::on_delete);
-    socket_ref.on(event::REACT, handlers::on_react);
-    socket_ref.on(event::TYPING, handlers::on_typing);
-    socket_ref.on(event::LEAVE, handlers::on_leave);
-    socket_ref.on(event::HISTORY, handlers::on_history);
-    socket_ref.on(event::ROOMS, handlers::on_rooms);
-    socket_ref.on(event::WATCH, handlers::on_watch);
-    socket_ref.on(event::SEARCH, handlers::on_search);
-    // socketioxide drops events nobody handles, so a client waiting on an ack for a
-    // misspelt event would wait for ever: refuse them like any other bad request.
-    socket_ref.on_fallback(handlers::on_unknown_event);
+    // Every event goes through one handler that dispatches by name (see there why).
+    socket_ref.on_fallback(handlers::on_event);
     socket_ref.on_disconnect(handlers::on_disconnect);
     Ok(())
 }
