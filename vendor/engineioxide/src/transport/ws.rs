@@ -605,6 +605,21 @@ mod tests {
         assert!(std::mem::size_of_val(&reader) * 3 < setup_size);
     }
 
+    /// Banter's patch: the heartbeat's task holds its job once (tokio-util's
+    /// `run_until_cancelled_owned` held it three times).
+    #[tokio::test]
+    async fn the_heartbeat_task_holds_its_job_once() {
+        let d = Duration::from_secs(1);
+        let socket = socket();
+        let job = std::mem::size_of_val(&socket.heartbeat_job(d, d));
+        let task = std::mem::size_of_val(&socket.clone().heartbeat_task(d, d));
+        eprintln!("heartbeat job {job} B, task {task} B");
+        assert!(
+            task < job * 2,
+            "the task is {task} bytes for a job of {job}"
+        );
+    }
+
     #[tokio::test]
     async fn writer_waiting_for_the_lock_stops_with_the_session() {
         let socket = socket();
