@@ -121,14 +121,82 @@ fn tungstenite_frees_its_write_buffer_once_written_out() {
     drop(socket);
 }
 
+/// tungstenite 0.30 as published keeps its read buffer (`read_buffer_size`, 1 KiB in
+/// Banter) for the connection's life; Banter's patch gives it back whenever nothing is
+/// buffered and there is nothing to read (vendor/README.md), and reads as much as before
+/// once data comes. This fails if that patch is lost.
+#[test]
+fn tungstenite_frees_its_read_buffer_while_idle() {
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    /// A stream with `pending` to read once, then nothing yet; it takes every write.
+    struct Idle {
+        pending: Vec<u8>,
+        reads: Vec<usize>,
+    }
+    impl std::io::Read for Idle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads.push(buf.len());
+            if self.pending.is_empty() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            Ok(n)
+        }
+    }
+    impl std::io::Write for Idle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn would_block(result: Result<Message, Error>) -> bool {
+        matches!(result, Err(Error::Io(err)) if err.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    const BUFFER: usize = 16 * 1024;
+    static LIVE: AtomicIsize = AtomicIsize::new(0);
+    count_this_thread(&LIVE);
+    let config = WebSocketConfig::default().read_buffer_size(BUFFER);
+    let idle = Idle {
+        pending: Vec::new(),
+        reads: Vec::new(),
+    };
+    let mut socket = WebSocket::from_raw_socket(idle, Role::Client, Some(config));
+    assert!(live(&LIVE) >= BUFFER as isize, "the buffer is made with the socket");
+    assert!(would_block(socket.read()));
+    let kept = live(&LIVE);
+    assert!(
+        kept < 1024,
+        "an idle tungstenite socket keeps {kept} bytes; with Banter's patch it gives its \
+         {BUFFER}-byte read buffer back: is vendor/tungstenite still patched in?"
+    );
+    // A frame arrives (a server's unmasked text frame "hi"): read in one go, as before.
+    socket.get_mut().pending = vec![0x81, 0x02, b'h', b'i'];
+    assert_eq!(socket.read().unwrap(), Message::text("hi"));
+    assert!(would_block(socket.read()));
+    // Each read offers about the whole buffer (less what the last frame took from its
+    // front), not the 14 bytes of a frame header.
+    let reads = &socket.get_ref().reads;
+    assert!(
+        reads.iter().all(|&len| len >= BUFFER - 16),
+        "every read offers the buffer: {reads:?}"
+    );
+}
+
 /// A bare socketioxide server (no Banter: an empty namespace, default settings but a 1 KiB
 /// read buffer, as Banter sets it) and the heap it keeps for each idle WebSocket client
-/// connected to its namespace: engineioxide's socket, three tasks per WebSocket,
-/// tungstenite's read buffer, and hyper's read buffer of the upgrade request, which
+/// connected to its namespace: engineioxide's socket, three tasks per WebSocket, and
+/// hyper's read buffer of the upgrade request, which
 /// engineioxide keeps alive with the request head (Banter copies the head instead:
 /// src/request_head.rs). Built with Banter's patches of engineioxide and tungstenite
-/// (vendor/README.md): without them it kept 34.4 KB, the queues' blocks and the write
-/// buffer included. This is the reproduction to report upstream. Only the server's
+/// (vendor/README.md): without them it kept 34.4 KB, the queues' blocks, larger tasks and
+/// tungstenite's buffers included. This is the reproduction to report upstream. Only the server's
 /// runtime threads are counted; the clients run on the test's thread. It fails if the cost
 /// moves by more than a sixth either way. (Banter's own connections, measured with
 /// heaptrack on the release build: docs/PERFORMANCE.md, "What stays after the crowd
@@ -207,8 +275,8 @@ fn a_bare_socketioxide_server_keeps_its_heap_per_idle_websocket() {
 /// What [`a_bare_socketioxide_server_keeps_its_heap_per_idle_websocket`] measured, in
 /// bytes per connection, with socketioxide 0.18.9 and tungstenite 0.30 as patched in
 /// vendor/, in the unoptimized test build (where async tasks are larger than in a release
-/// build): 28,043 in three runs on 2026-12-06 (34,387 to 34,389 unpatched, 2026-12-05).
-const PINNED: f64 = 28_000.0;
+/// build): 22,707 on 2026-12-06 (34,387 to 34,389 unpatched, 2026-12-05).
+const PINNED: f64 = 22_700.0;
 
 /// Lets the server's tasks finish what a connection started (queues drained, handshakes
 /// answered).

@@ -189,6 +189,9 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
+                } else if self.in_buffer.capacity() == 0 {
+                    // Released while idle (`read_in`): read as much as before.
+                    self.in_buffer.reserve(self.in_buf_max_read);
                 } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
@@ -233,10 +236,24 @@ impl FrameCodec {
     /// Read into available `in_buffer` capacity.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         let len = self.in_buffer.len();
+        if self.in_buffer.capacity() == len {
+            // Released while the connection was idle (below).
+            self.in_buffer.reserve(self.in_buf_max_read);
+        }
         debug_assert!(self.in_buffer.capacity() > len);
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
+        // Banter's patch (vendor/README.md): nothing buffered, no frame begun and nothing
+        // to read: give the read buffer back while the connection waits. It was kept for
+        // the connection's life, most of which a chat client spends idle; the price is an
+        // allocation each time data arrives.
+        if len == 0
+            && self.header.is_none()
+            && matches!(&size, Err(err) if err.kind() == IoErrorKind::WouldBlock)
+        {
+            self.in_buffer = BytesMut::new();
+        }
         size
     }
 
