@@ -150,7 +150,8 @@ pub fn build_node(
         .fallback(assets::static_files)
         .with_state(leptos_options)
         .layer(socket_layer)
-        .layer(axum::middleware::from_fn(
+        .layer(axum::middleware::from_fn_with_state(
+            request_head::SocketHead::new(options.limits.client_ip_header.as_deref()),
             request_head::own_socket_request_head,
         ))
         .layer(axum::middleware::from_fn_with_state(

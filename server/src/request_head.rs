@@ -1,5 +1,5 @@
 //! Socket.IO requests reach socketioxide with a head (URI and headers) of their own, not
-//! one that borrows hyper's read buffer.
+//! one that borrows hyper's read buffer, and with only the headers anything reads later.
 //!
 //! Why: hyper parses a request without copying: every header value and the URI are
 //! slices of the connection's read buffer (8 to 16 KiB), and a slice keeps the whole
@@ -7,19 +7,23 @@
 //! what `socket.req_parts()` returns), so each connected socket pinned its read buffer:
 //! 16 KB of a 49 KB connection, measured with heaptrack (docs/PERFORMANCE.md, "Where a
 //! connection's memory goes"). Copying the head, a few hundred bytes, lets the buffer go
-//! once the upgrade is done.
+//! once the upgrade is done. And of the headers a browser sends (cookies, its user agent,
+//! languages, WebSocket extensions: a kilobyte or more) nothing past the handshake reads
+//! more than three, so only those are copied: see [`SocketHead`].
 //!
 //! axum's `OriginalUri` extension, a copy of the URI as it arrived, is one of these slices
 //! as well.
 //!
-//! What is guaranteed: the request socketioxide sees has the same method, URI, headers
-//! (with their sensitivity) and extensions as the one hyper parsed; only where the bytes
-//! live changes. Requests outside `/socket.io/` are left alone, since nothing keeps them.
-//! What is not: that the copies are smaller than the originals (they are the same bytes,
-//! in allocations of their own).
+//! What is guaranteed: the request socketioxide sees has the same method, URI and
+//! extensions as the one hyper parsed, and the headers [`SocketHead`] keeps, with their
+//! values and sensitivity; the origin check runs before, on the whole head. Requests
+//! outside `/socket.io/` are left alone, since nothing keeps them. What is not: that the
+//! copies are smaller than the originals (they are the same bytes, in allocations of their
+//! own).
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::header::{CONTENT_TYPE, SEC_WEBSOCKET_KEY};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -27,19 +31,51 @@ use axum::response::Response;
 /// Where socketioxide serves (its default path), with both transports.
 const SOCKET_PATH: &str = "/socket.io/";
 
-/// Middleware: gives Socket.IO requests a head that owns its bytes (see the module doc).
-pub async fn own_socket_request_head(mut request: Request, next: Next) -> Response {
+/// Which headers a Socket.IO request keeps: those read after the origin check.
+/// engineioxide answers a WebSocket upgrade with `Sec-WebSocket-Key` and reads a polling
+/// POST's `Content-Type`; Banter reads the client's address from the proxy's header at
+/// CONNECT, when one is configured (`--client-ip-header`, `chat::limits::client_key`).
+#[derive(Debug, Clone, Default)]
+pub struct SocketHead {
+    client_ip_header: Option<HeaderName>,
+}
+
+impl SocketHead {
+    /// `client_ip_header` as configured; a name that is not a valid header name keeps
+    /// nothing more (no request can carry it).
+    pub fn new(client_ip_header: Option<&str>) -> Self {
+        Self {
+            client_ip_header: client_ip_header
+                .and_then(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
+        }
+    }
+
+    fn keeps(&self, name: &HeaderName) -> bool {
+        name == SEC_WEBSOCKET_KEY
+            || name == CONTENT_TYPE
+            || self.client_ip_header.as_ref() == Some(name)
+    }
+}
+
+/// Middleware: gives Socket.IO requests a head that owns its bytes and holds only the
+/// headers [`SocketHead`] keeps (see the module doc).
+pub async fn own_socket_request_head(
+    State(kept): State<SocketHead>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path().starts_with(SOCKET_PATH) {
-        own_head(&mut request);
+        own_head(&mut request, &kept);
     }
     next.run(request).await
 }
 
-/// Replaces the URI and every header with copies that share no buffer.
-fn own_head(request: &mut Request<Body>) {
+/// Replaces the URI and the kept headers with copies that share no buffer, and drops the
+/// other headers.
+fn own_head(request: &mut Request<Body>, kept: &SocketHead) {
     let headers = request.headers();
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
+    let mut owned = HeaderMap::new();
+    for (name, value) in headers.iter().filter(|(name, _)| kept.keeps(name)) {
         // Standard names are static already; only custom ones are copied.
         let name =
             HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
@@ -93,6 +129,10 @@ mod tests {
         let mut cookie = HeaderValue::from_static("banter_returning=1");
         cookie.set_sensitive(true);
         headers.insert("cookie", cookie);
+        let mut key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        key.set_sensitive(true);
+        headers.insert("sec-websocket-key", key);
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
         headers.insert(
             HeaderName::from_static("x-forwarded-for"),
             HeaderValue::from_maybe_shared(buffer.slice(forwarded_at..forwarded_at + 11)).unwrap(),
@@ -104,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn the_owned_head_is_equal_and_borrows_nothing() {
+    fn the_owned_head_keeps_what_is_read_and_borrows_nothing() {
         let buffer = Bytes::from_static(
             b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\
               Origin: http://127.0.0.1:3000\r\n\
@@ -115,11 +155,18 @@ mod tests {
         assert!(within(&buffer, request.uri().path().as_bytes()));
         assert!(within(&buffer, request.headers()["origin"].as_bytes()));
 
-        own_head(&mut request);
+        own_head(&mut request, &SocketHead::new(Some("X-Forwarded-For")));
 
         assert_eq!(request.uri(), &before.0);
-        assert_eq!(request.headers(), &before.1);
-        assert!(request.headers()["cookie"].is_sensitive());
+        let kept: Vec<_> = request.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            kept,
+            ["sec-websocket-key", "content-type", "x-forwarded-for"]
+        );
+        for name in kept {
+            assert_eq!(request.headers()[name], before.1[name]);
+        }
+        assert!(request.headers()["sec-websocket-key"].is_sensitive());
         assert_eq!(request.extensions().get::<u32>(), Some(&42));
         assert!(!within(&buffer, request.uri().path().as_bytes()));
         let OriginalUri(original) = request.extensions().get::<OriginalUri>().unwrap();
@@ -131,6 +178,23 @@ mod tests {
                 "{value:?} still borrows"
             );
         }
+    }
+
+    #[test]
+    fn without_a_proxy_header_only_what_engineioxide_reads_is_kept() {
+        let buffer = Bytes::from_static(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\
+              Origin: http://127.0.0.1:3000\r\n\
+              X-Forwarded-For: 203.0.113.7\r\n\r\n",
+        );
+        let mut request = borrowed_request(&buffer);
+        own_head(&mut request, &SocketHead::new(None));
+        let kept: Vec<_> = request.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(kept, ["sec-websocket-key", "content-type"]);
+        // A configured name that no header can have keeps nothing more.
+        let mut request = borrowed_request(&buffer);
+        own_head(&mut request, &SocketHead::new(Some("not a header")));
+        assert_eq!(request.headers().len(), 2);
     }
 
     /// Pins what makes this module needed: hyper's header values are slices of the

@@ -168,7 +168,10 @@ fn tungstenite_frees_its_read_buffer_while_idle() {
         reads: Vec::new(),
     };
     let mut socket = WebSocket::from_raw_socket(idle, Role::Client, Some(config));
-    assert!(live(&LIVE) >= BUFFER as isize, "the buffer is made with the socket");
+    assert!(
+        live(&LIVE) >= BUFFER as isize,
+        "the buffer is made with the socket"
+    );
     assert!(would_block(socket.read()));
     let kept = live(&LIVE);
     assert!(
