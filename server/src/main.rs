@@ -64,6 +64,8 @@ async fn run(config: server::Config) -> Result<(), StartError> {
         "Banter pid {}, listening on http://{addr}",
         std::process::id()
     );
+    #[cfg(not(feature = "system-allocator"))]
+    tokio::spawn(server::memory::give_back_freed_memory());
     let storage = server::storage::open_as(&config.database, &holder).await?;
     tracing::info!(database = %config.database, "storage ready");
     tracing::info!("Banter listening on http://{addr}");

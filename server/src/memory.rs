@@ -1,4 +1,4 @@
-//! How the server process asks the kernel for memory.
+//! How the server process asks the kernel for memory, and gives it back.
 //!
 //! Why: mimalloc advises the kernel to back its arenas with transparent huge pages
 //! (`MADV_HUGEPAGE`), and Debian's kernels honour that advice (`madvise` mode). A chat
@@ -21,6 +21,33 @@
 //! `main` are small. Not guaranteed: in `always` mode, pages faulted before the call keep
 //! what they got (a few MiB), and on kernels without the flag (before Linux 3.15) or other
 //! systems nothing changes.
+
+/// How often [`give_back_freed_memory`] runs.
+pub const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks mimalloc, every [`GIVE_BACK_EVERY`], to return the pages freed since to the
+/// kernel. Runs for ever; spawn it once, in a server whose global allocator is mimalloc.
+///
+/// Why: mimalloc returns ("purges") freed memory after a short delay, but only when a
+/// thread next calls into it, and a server whose crowd has settled does not: what a join
+/// storm freed stayed resident. Purging at once instead (`MIMALLOC_PURGE_DELAY=0`) cost
+/// 5-20% of message throughput. Measured with 10,000 clients joining one room, then idle
+/// (2026-12-06, two pairs of runs): 9.0 and 9.6 KB of RSS per client against 11.4 and 11.6
+/// without this task. `mi_collect(false)` frees the calling thread's empty pages and
+/// purges what waited long enough; the task runs on whichever runtime thread is free, so
+/// over a few seconds it reaches each.
+///
+/// Not guaranteed: that every freed page goes back (a page with one live object stays),
+/// or that threads outside the runtime's are collected.
+pub async fn give_back_freed_memory() {
+    let mut tick = tokio::time::interval(GIVE_BACK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // SAFETY: mi_collect takes a flag and may be called from any thread at any time.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`). Returns
 /// whether the kernel took it; the server runs either way, only with more memory.

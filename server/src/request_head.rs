@@ -74,7 +74,9 @@ pub async fn own_socket_request_head(
 /// other headers.
 fn own_head(request: &mut Request<Body>, kept: &SocketHead) {
     let headers = request.headers();
-    let mut owned = HeaderMap::new();
+    // Sized for what is kept: the map lives as long as the session.
+    let count = headers.keys().filter(|name| kept.keeps(name)).count();
+    let mut owned = HeaderMap::with_capacity(count);
     for (name, value) in headers.iter().filter(|(name, _)| kept.keeps(name)) {
         // Standard names are static already; only custom ones are copied.
         let name =
