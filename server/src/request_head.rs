@@ -113,6 +113,11 @@ mod tests {
         ptr >= start && ptr < end
     }
 
+    /// The bytes of a request as hyper reads them, for [`borrowed_request`].
+    const REQUEST: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\
+        Origin: http://127.0.0.1:3000\r\n\
+        X-Forwarded-For: 203.0.113.7\r\n\r\n";
+
     /// A request whose head borrows `buffer`, as hyper builds them.
     fn borrowed_request(buffer: &Bytes) -> Request<Body> {
         let text = std::str::from_utf8(buffer).unwrap();
@@ -147,11 +152,7 @@ mod tests {
 
     #[test]
     fn the_owned_head_keeps_what_is_read_and_borrows_nothing() {
-        let buffer = Bytes::from_static(
-            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\
-              Origin: http://127.0.0.1:3000\r\n\
-              X-Forwarded-For: 203.0.113.7\r\n\r\n",
-        );
+        let buffer = Bytes::from_static(REQUEST);
         let mut request = borrowed_request(&buffer);
         let before = (request.uri().clone(), request.headers().clone());
         assert!(within(&buffer, request.uri().path().as_bytes()));
@@ -184,11 +185,7 @@ mod tests {
 
     #[test]
     fn without_a_proxy_header_only_what_engineioxide_reads_is_kept() {
-        let buffer = Bytes::from_static(
-            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\
-              Origin: http://127.0.0.1:3000\r\n\
-              X-Forwarded-For: 203.0.113.7\r\n\r\n",
-        );
+        let buffer = Bytes::from_static(REQUEST);
         let mut request = borrowed_request(&buffer);
         own_head(&mut request, &SocketHead::new(None));
         let kept: Vec<_> = request.headers().keys().map(HeaderName::as_str).collect();
